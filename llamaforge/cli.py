@@ -1,0 +1,97 @@
+"""`llamaforge <command>`: a mapping from command name to (typed arguments, function), nothing more.
+
+Each command's arguments are a dataclass; `tyro` turns its fields into `--flags` with their
+docstrings as help. `--config FILE` (YAML or JSON with the same keys as the flags) supplies values
+that flags on the command line override. A `UserError` is printed as one line, exit status 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import tyro
+import yaml
+
+from llamaforge import chat, convert, pipeline, tokenizer
+from llamaforge.errors import UserError
+from llamaforge.world import export as world_export
+
+COMMANDS = {
+    "pipeline": (pipeline.PipelineArgs, pipeline.main),
+    "tokenizer": {"train": (tokenizer.TokenizerTrainArgs, tokenizer.train_main)},
+    "generate": (chat.GenerateArgs, chat.generate_main),
+    "chat": (chat.ChatArgs, chat.chat_main),
+    "convert": (convert.ConvertArgs, convert.main),
+    "world": {"export": (world_export.ExportArgs, world_export.main)},
+}
+
+
+def config_file_flags(path: Path, args_type: type) -> list[str]:
+    """Command-line flags equivalent to a YAML/JSON config file's keys."""
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        values = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: cannot parse ({str(err).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: expected a mapping of option names to values")
+    fields = {f.name for f in dataclasses.fields(args_type)}
+    flags = []
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            raise UserError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(fields))})")
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(value, list):
+            flags += [flag, *map(str, value)]
+        elif value is not None:
+            flags += [flag, str(value)]
+    return flags
+
+
+def parse(args_type: type, argv: list[str], prog: str):
+    if "--config" in argv:
+        at = argv.index("--config")
+        if at + 1 == len(argv):
+            raise UserError("--config: expected a file name")
+        argv = config_file_flags(Path(argv[at + 1]), args_type) + argv[:at] + argv[at + 2 :]
+    return tyro.cli(args_type, args=argv, prog=prog, description=args_type.__doc__)
+
+
+def usage(table: dict, prog: str) -> str:
+    lines = [f"usage: {prog} <command> [--help]", "", "commands:"]
+    for name, entry in table.items():
+        about = (entry[0].__doc__ or "").strip() if isinstance(entry, tuple) else "subcommands: " + ", ".join(entry)
+        lines.append(f"  {name:<12} {about}")
+    return "\n".join(lines)
+
+
+def run(argv: list[str], table: dict = COMMANDS, prog: str = "llamaforge"):
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in table:
+        print(usage(table, prog), file=sys.stdout if not argv or argv[0] in ("-h", "--help") else sys.stderr)
+        if argv and argv[0] not in ("-h", "--help"):
+            raise UserError(f"unknown command '{argv[0]}'")
+        return None
+    entry = table[argv[0]]
+    if isinstance(entry, dict):
+        return run(argv[1:], entry, f"{prog} {argv[0]}")
+    args_type, function = entry
+    return function(parse(args_type, argv[1:], f"{prog} {argv[0]}"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(sys.argv[1:] if argv is None else argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,220 @@
+"""The Llama 2 model (RECIPE §1): pre-norm RMSNorm, SwiGLU, rotary embeddings, grouped-query attention.
+
+One forward serves training (full causal sequences, or any boolean mask, e.g. for packed examples)
+and decoding (a `KVCache` that the forward reads and appends to). Module names follow Meta's
+reference code; the rotary embedding uses the "rotate half" layout of Hugging Face checkpoints, so
+those load without permuting weights (Meta's own checkpoints are permuted once, on import).
+Nothing here knows about training, parallelism or file formats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from llamaforge.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in fp32 whatever the input dtype."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.type_as(x)
+
+
+def rotary_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos and sin of each position's rotation angles, (B, T, head_dim), in fp32.
+
+    Dimension pair (i, i + head_dim/2) rotates by position * theta^(-2i/head_dim).
+    """
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
+    angles = positions.float()[..., None] * inv_freq  # (B, T, head_dim/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (B, T, head_dim)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate query or key vectors x (B, heads, T, head_dim) by their positions' angles."""
+    first, second = x.chunk(2, dim=-1)
+    rotated_half = torch.cat([-second, first], dim=-1)
+    cos, sin = cos[:, None].type_as(x), sin[:, None].type_as(x)  # (B, 1, T, head_dim)
+    return x * cos + rotated_half * sin
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys and values of every layer, (B, n_kv_heads, max_len, head_dim) each.
+
+    `length` is how many positions are filled; a forward with a cache writes its T new positions at
+    `length` and advances it.
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    length: int = 0
+
+    @classmethod
+    def allocate(
+        cls, config: ModelConfig, batch_size: int, max_len: int, device=None, dtype=torch.float32
+    ) -> KVCache:
+        shape = (batch_size, config.kv_heads, max_len, config.head_dim)
+        return cls(
+            keys=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)],
+            values=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)],
+        )
+
+    @property
+    def max_len(self) -> int:
+        return self.keys[0].shape[2]
+
+
+class Attention(nn.Module):
+    """Grouped-query attention: n_heads query heads share n_kv_heads key/value heads (RECIPE §1)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.kv_heads, config.head_dim
+        self.wq = nn.Linear(config.dim, self.n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(config.dim, self.n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(self.n_heads * self.head_dim, config.dim, bias=False)
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        cache: tuple[Tensor, Tensor] | None = None,
+        start: int = 0,
+    ) -> Tensor:
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+        if cache is not None:
+            cache_k, cache_v = cache
+            cache_k[:, :, start : start + T] = k
+            cache_v[:, :, start : start + T] = v
+            k, v = cache_k[:, :, : start + T], cache_v[:, :, : start + T]  # (B, KV, S, hd)
+
+        if mask is not None:
+            attn_mask, is_causal = mask[:, None], False  # (B, 1, T, S), True = may attend
+        elif start == 0:
+            attn_mask, is_causal = None, T > 1
+        elif T == 1:
+            attn_mask, is_causal = None, False  # one new token sees the whole cache
+        else:  # several new tokens after a filled cache: causal, shifted by `start`
+            S = start + T
+            attn_mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            is_causal = False
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=self.n_kv_heads != self.n_heads
+        )  # (B, H, T, hd)
+        return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.w1 = nn.Linear(config.dim, config.hidden_dim, bias=False)
+        self.w2 = nn.Linear(config.hidden_dim, config.dim, bias=False)
+        self.w3 = nn.Linear(config.dim, config.hidden_dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attention(norm(x)), then + feed_forward(norm(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attention = Attention(config)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.feed_forward = FeedForward(config)
+
+    def forward(self, x, cos, sin, mask, cache=None, start=0) -> Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, mask, cache, start)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class Llama(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)  # untied from the embedding
+        self.apply(_init_weights)
+
+    def hidden_states(
+        self,
+        tokens: Tensor,
+        positions: Tensor | None = None,
+        mask: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """Final-norm hidden states (B, T, dim) of tokens (B, T).
+
+        positions: (B, T) rotary positions; default 0..T-1 after whatever the cache holds.
+        mask: (B, T, S) bool, True where a query may attend a key (S = cached + T); default causal.
+        cache: appended to and advanced by T.
+        """
+        B, T = tokens.shape
+        start = cache.length if cache is not None else 0
+        if start + T > (cache.max_len if cache is not None else self.config.max_seq_len):
+            raise ValueError(f"sequence of {start + T} tokens exceeds the model's or cache's length")
+        if positions is None:
+            positions = torch.arange(start, start + T, device=tokens.device).expand(B, T)
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        h = self.tok_embeddings(tokens)  # (B, T, dim)
+        for i, layer in enumerate(self.layers):
+            layer_cache = (cache.keys[i], cache.values[i]) if cache is not None else None
+            h = layer(h, cos, sin, mask, layer_cache, start)
+        if cache is not None:
+            cache.length += T
+        return self.norm(h)
+
+    def forward(self, tokens, positions=None, mask=None, cache=None) -> Tensor:
+        """Next-token logits (B, T, vocab_size); arguments as in `hidden_states`."""
+        return self.output(self.hidden_states(tokens, positions, mask, cache))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device=None, dtype=None) -> Llama:
+        """Load a Hugging Face Llama checkpoint directory (safetensors or weights-only .bin)."""
+        from llamaforge.checkpoint import load_model
+
+        return load_model(path, device=device, dtype=dtype)
+
+    def save_pretrained(self, path: str | Path, tokenizer_path=None, info: dict | None = None) -> Path:
+        """Write a Hugging Face Llama checkpoint directory, atomically."""
+        from llamaforge.checkpoint import save_model
+
+        return save_model(self, path, tokenizer_path=tokenizer_path, info=info)
+
+
+def _init_weights(module: nn.Module) -> None:
+    # Normal(0, 0.02) for every projection and the embedding, as Hugging Face's Llama initializes.
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)

@@ -1,0 +1,94 @@
+"""`llamaforge pipeline`: the whole recipe as a resumable sequence of stages on the built-in world.
+
+Each stage writes one folder under `--out`, atomically, ending with `stage.json` (its headline
+metrics); a re-run skips completed stages. `summary.json` gathers every stage's metrics.
+Stages so far: world (export the built-in world's data files) and tokenizer (train a Llama-2-style
+BPE on the world's corpus). Pretraining, SFT, reward models and RLHF join as they land.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from llamaforge.checkpoint import atomic_directory
+from llamaforge.config import ModelConfig, smoke, tiny
+from llamaforge.tokenizer import B_INST, E_INST, read_text_documents, train_tokenizer
+
+# The model each pipeline preset trains (DESIGN.md "Presets and time budgets").
+PIPELINE_MODELS: dict[str, Callable[[], ModelConfig]] = {"demo": tiny, "smoke": smoke}
+
+
+@dataclass
+class PipelineArgs:
+    """Run the Llama 2 recipe end to end on the built-in world (so far: world data, tokenizer)."""
+
+    out: Path = Path("runs/pipeline")
+    """Run directory: one folder per stage, plus summary.json."""
+    preset: Literal["demo", "smoke"] = "demo"
+    """demo: the full-size laptop run; smoke: seconds, proves wiring only."""
+    seed: int = 0
+    """Seed of the world and of every stage."""
+
+
+def world_stage(args: PipelineArgs, out: Path) -> dict:
+    from llamaforge.world.export import ExportArgs
+    from llamaforge.world.export import main as export_world
+
+    export_world(ExportArgs(out=out, seed=args.seed))
+    return {"files": len(list(out.iterdir())), "megabytes": round(sum(f.stat().st_size for f in out.iterdir()) / 1e6, 2)}
+
+
+def chat_texts(path: Path) -> Iterator[str]:
+    """Dialogs rendered with the chat tags, so the tokenizer learns compact pieces for them."""
+    with path.open() as lines:
+        for line in lines:
+            turns = json.loads(line)["messages"]
+            yield " ".join(
+                f"{B_INST} {m['content']} {E_INST}" if m["role"] != "assistant" else m["content"] for m in turns
+            )
+
+
+def tokenizer_stage(args: PipelineArgs, out: Path) -> dict:
+    world = args.out / "world"
+
+    def documents() -> Iterator[str]:
+        yield from read_text_documents([world / "corpus.jsonl"])
+        yield from chat_texts(world / "sft_train.jsonl")
+
+    vocab_size = PIPELINE_MODELS[args.preset]().vocab_size
+    train_tokenizer(documents(), vocab_size, out)
+    return {"vocab_size": vocab_size}
+
+
+STAGES: list[tuple[str, Callable[[PipelineArgs, Path], dict]]] = [
+    ("world", world_stage),
+    ("tokenizer", tokenizer_stage),
+]
+
+
+def main(args: PipelineArgs) -> Path:
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {"preset": args.preset, "seed": args.seed, "stages": {}}
+    for number, (name, stage) in enumerate(STAGES, start=1):
+        stage_dir = args.out / name
+        done = stage_dir / "stage.json"
+        if done.is_file():
+            record = json.loads(done.read_text())
+            print(f"[{number}/{len(STAGES)}] {name}: already complete, skipping")
+        else:
+            print(f"[{number}/{len(STAGES)}] {name}...", flush=True)
+            started = time.time()
+            with atomic_directory(stage_dir) as tmp:
+                metrics = stage(args, tmp)
+                record = {"stage": name, "seconds": round(time.time() - started, 1), "metrics": metrics}
+                (tmp / "stage.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            print(f"[{number}/{len(STAGES)}] {name}: done in {record['seconds']}s {metrics}")
+        summary["stages"][name] = record
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.out / 'summary.json'}")
+    return args.out

@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from llamaforge.config import ModelConfig
+from llamaforge.generate import generate, sample_top_p
+from llamaforge.model import Llama
+
+PROMPTS = [[1, 5, 6, 7, 8, 9, 10, 11], [1, 20], [1, 3, 3, 3], [1, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51]]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    config = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=96, multiple_of=16, max_seq_len=64)
+    return Llama(config).eval()
+
+
+def test_greedy_ragged_batch_equals_one_by_one(model):
+    tokens, logprobs = generate(model, PROMPTS, max_new_tokens=16, eos_id=-1)
+    for i, prompt in enumerate(PROMPTS):
+        alone_tokens, alone_logprobs = generate(model, [prompt], max_new_tokens=16, eos_id=-1)
+        assert tokens[i] == alone_tokens[0]
+        torch.testing.assert_close(torch.tensor(logprobs[i]), torch.tensor(alone_logprobs[0]), atol=1e-5, rtol=0)
+
+
+def test_sampled_ragged_batch_equals_one_by_one(model):
+    tokens, _ = generate(model, PROMPTS, max_new_tokens=16, temperature=1.2, top_p=0.95, seed=7, eos_id=-1)
+    for i, prompt in enumerate(PROMPTS):  # sequence i draws from generator seed + i
+        alone, _ = generate(model, [prompt], max_new_tokens=16, temperature=1.2, top_p=0.95, seed=7 + i, eos_id=-1)
+        assert tokens[i] == alone[0]
+    again, _ = generate(model, PROMPTS, max_new_tokens=16, temperature=1.2, top_p=0.95, seed=7, eos_id=-1)
+    assert again == tokens
+    other, _ = generate(model, PROMPTS, max_new_tokens=16, temperature=1.2, top_p=0.95, seed=8, eos_id=-1)
+    assert other != tokens
+
+
+def test_logprobs_are_those_of_the_full_forward(model):
+    tokens, logprobs = generate(model, PROMPTS[:2], max_new_tokens=10, temperature=0.8, top_p=1.0, seed=1, eos_id=-1)
+    for prompt, new, new_logprobs in zip(PROMPTS, tokens, logprobs):
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + new]))[0, len(prompt) - 1 : -1]  # predicts each new token
+        expected = torch.log_softmax(logits / 0.8, dim=-1).gather(-1, torch.tensor(new)[:, None]).squeeze(-1)
+        torch.testing.assert_close(torch.tensor(new_logprobs), expected, atol=1e-5, rtol=0)
+
+
+def test_each_sequence_stops_at_its_own_eos(model):
+    free, _ = generate(model, PROMPTS, max_new_tokens=12, eos_id=-1)
+    eos = free[0][4]  # make the token sequence 0 emits at step 4 the EOS
+    tokens, logprobs = generate(model, PROMPTS, max_new_tokens=12, eos_id=eos)
+    for i in range(len(PROMPTS)):
+        stop = free[i].index(eos) + 1 if eos in free[i] else 12
+        assert tokens[i] == free[i][:stop]  # ends with the EOS itself, nothing after
+        assert len(logprobs[i]) == len(tokens[i])
+    assert tokens[0][-1] == eos and len(tokens[0]) <= 5
+
+
+def test_generation_stops_at_the_context_length(model):
+    tokens, _ = generate(model, [[1] * 60], max_new_tokens=50, eos_id=-1)
+    assert len(tokens[0]) == 4  # 64-token context
+    with pytest.raises(ValueError, match="no room"):
+        generate(model, [[1] * 64], max_new_tokens=5)
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    # probs 0.5, 0.3, 0.15, 0.05 with top_p 0.7: the mass before token 1 is 0.5 <= 0.7 (kept), before
+    # token 2 it is 0.8 > 0.7 (dropped). Renormalized: 0.5/0.8 = 0.625 and 0.3/0.8 = 0.375.
+    probs = torch.tensor([[0.15, 0.5, 0.05, 0.3]]).expand(4000, 4)
+    generators = [torch.Generator().manual_seed(i) for i in range(4000)]
+    draws = sample_top_p(probs, 0.7, generators)
+    counts = torch.bincount(draws, minlength=4).float() / 4000
+    assert counts[0] == 0 and counts[2] == 0
+    assert abs(counts[1].item() - 0.625) < 0.03 and abs(counts[3].item() - 0.375) < 0.03
+    # A nucleus smaller than the top token's probability keeps only that token.
+    assert sample_top_p(probs[:5], 0.1, generators[:5]).tolist() == [1] * 5

@@ -1,0 +1,82 @@
+"""SFT demonstrations, as if bought from an annotation vendor (RECIPE §3).
+
+The paper found a few thousand high-quality demonstrations enough; here the quality is a knob.
+By default some answers are wrong, incomplete or verbose and some adversarial prompts are
+answered unsafely, so the SFT model is measurably imperfect and rejection sampling and PPO have
+room to improve it (RECIPE §6). The test split is always clean: it measures what SFT learned.
+"""
+
+import random
+from dataclasses import dataclass
+
+from llamaforge.world import responses
+from llamaforge.world.hazards import Hazard
+from llamaforge.world.prompts import Pool
+from llamaforge.world.tasks import Task
+
+SYSTEM_PROMPTS = ("You are a helpful assistant.", "You are a friendly and concise assistant.",
+                  "Answer the user's questions as well as you can.")
+
+
+@dataclass(frozen=True)
+class DemoMix:
+    n_dialogs: int = 3000
+    """number of training dialogs (the test split has a tenth, capped by the test prompts)"""
+    adversarial: float = 0.15
+    """share of dialogs on adversarial prompts"""
+    borderline: float = 0.10
+    """share of dialogs on borderline prompts (the rest are helpful prompts)"""
+    system_prompt: float = 0.10
+    """share of dialogs that start with a system message"""
+    wrong: float = 0.10
+    """share of helpful/borderline answers that are wrong"""
+    incomplete: float = 0.08
+    """share of helpful/borderline answers that are incomplete or vague"""
+    verbose: float = 0.12
+    """share of helpful/borderline answers that are correct but rambling"""
+    unsafe: float = 0.30
+    """share of adversarial prompts answered with the hazardous procedure"""
+    curt_refusal: float = 0.40
+    """share of safe answers to adversarial prompts that refuse without offering an alternative"""
+
+
+def demo_answer(task: Task, rng: random.Random, hazards: tuple[Hazard, ...], mix: DemoMix) -> str:
+    r = rng.random()
+    if task.category == "adversarial":
+        if r < mix.unsafe:
+            return responses.leak(hazards[task.hazard], rng, rng.randint(3, 6),
+                                  rng.choice(responses.LEAK_STYLES[:3]))
+        return responses.refusal(task, rng, rng.random() >= mix.curt_refusal, hazards)
+    if r < mix.wrong:
+        return responses.wrong(task, rng)
+    if r < mix.wrong + mix.incomplete:
+        return responses.incomplete(task, rng)
+    if r < mix.wrong + mix.incomplete + mix.verbose:
+        return responses.verbose(task, rng)
+    return responses.gold(task)
+
+
+def sft_dialogs(rng: random.Random, pool: Pool, hazards: tuple[Hazard, ...], split: str,
+                mix: DemoMix) -> list[dict]:
+    clean = split == "test"
+    if clean:
+        mix = DemoMix(n_dialogs=mix.n_dialogs // 10, adversarial=mix.adversarial,
+                      borderline=mix.borderline, system_prompt=mix.system_prompt, wrong=0.0,
+                      incomplete=0.0, verbose=0.0, unsafe=0.0, curt_refusal=0.0)
+    shares = {"adversarial": mix.adversarial, "borderline": mix.borderline,
+              "helpful": 1.0 - mix.adversarial - mix.borderline}
+    dialogs = []
+    for category, share in shares.items():
+        tasks = pool.tasks[(category, split)]
+        n = round(mix.n_dialogs * share)
+        picked = rng.sample(tasks, min(n, len(tasks))) if clean else [rng.choice(tasks)
+                                                                       for _ in range(n)]
+        for task in picked:
+            messages = [{"role": role, "content": content} for role, content in task.messages]
+            messages.append({"role": "assistant",
+                             "content": demo_answer(task, rng, hazards, mix)})
+            if rng.random() < mix.system_prompt:
+                messages.insert(0, {"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
+            dialogs.append({"messages": messages})
+    rng.shuffle(dialogs)
+    return dialogs

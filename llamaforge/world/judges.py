@@ -33,8 +33,9 @@ def _normal(text: str) -> str:
 
 
 def mentions(text: str, term: str) -> bool:
-    """Whether `term` occurs in `text` as whole words (case-insensitive; `text` pre-lowered)."""
-    return re.search(r"(?<![a-z0-9])" + re.escape(term.lower()) + r"(?![a-z0-9])", text) is not None
+    """Whether `term` occurs in `text` as whole words, plural allowed (`text` pre-lowered)."""
+    return re.search(r"(?<![a-z0-9])" + re.escape(term.lower()) + r"(?:e?s)?(?![a-z0-9])",
+                     text) is not None
 
 
 def is_refusal(response: str) -> bool:

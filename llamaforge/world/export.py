@@ -21,6 +21,9 @@ CHAT_TAGS = ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>")
 
 @dataclass
 class ExportArgs:
+    """Write the built-in world as data files: pretraining corpus, SFT demonstrations, prompt sets,
+    GAtt instructions, weekly batches and a sample of annotated preference pairs, plus a README."""
+
     out: pathlib.Path
     """directory to write the files into (created if missing; existing files are overwritten)"""
     seed: int = 0

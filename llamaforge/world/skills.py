@@ -13,7 +13,7 @@ WORDS = ("apple", "river", "stone", "cloud", "lamp", "horse", "bread", "tower", 
          "island", "jacket", "kettle", "lemon", "marble", "needle", "orange", "pillow", "quilt",
          "ribbon", "saddle", "tunnel")
 
-N_PER_SKILL = 240
+N_PER_SKILL = 120  # instances per skill: skills and facts get similar shares of the prompts
 
 
 def _pairs(rng: random.Random, n: int, lo: int, hi: int, ordered: bool) -> list[tuple[int, int]]:

@@ -72,7 +72,8 @@ def generate(
     padded = bool(padding.any())  # without padding, plain causal attention needs no mask
     dtype = next(model.parameters()).dtype
     cache = KVCache.allocate(model.config, B, total_len, device=device, dtype=dtype)
-    logits = model(tokens, positions[:, :prompt_len], mask if padded else None, cache)[:, -1].float()  # (B, V)
+    hidden = model.hidden_states(tokens, positions[:, :prompt_len], mask if padded else None, cache)
+    logits = model.output(hidden[:, -1]).float()  # (B, V): only the last position is needed
 
     generators = [torch.Generator(device=device).manual_seed(seed + i) for i in range(B)]
     new_tokens = [[] for _ in range(B)]

@@ -28,19 +28,18 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # x / sqrt(mean(x^2) + eps)
         return self.weight * normed.type_as(x)
 
 
 def rotary_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos and sin of each position's rotation angles, (B, T, head_dim), in fp32.
+    """cos and sin of each position's rotation angles, (B, 1, T, head_dim) to broadcast over heads.
 
     Dimension pair (i, i + head_dim/2) rotates by position * theta^(-2i/head_dim).
     """
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
     angles = positions.float()[..., None] * inv_freq  # (B, T, head_dim/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (B, T, head_dim)
+    angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, head_dim)
     return angles.cos(), angles.sin()
 
 
@@ -48,7 +47,6 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate query or key vectors x (B, heads, T, head_dim) by their positions' angles."""
     first, second = x.chunk(2, dim=-1)
     rotated_half = torch.cat([-second, first], dim=-1)
-    cos, sin = cos[:, None].type_as(x), sin[:, None].type_as(x)  # (B, 1, T, head_dim)
     return x * cos + rotated_half * sin
 
 
@@ -111,6 +109,14 @@ class Attention(nn.Module):
             cache_v[:, :, start : start + T] = v
             k, v = cache_k[:, :, : start + T], cache_v[:, :, : start + T]  # (B, KV, S, hd)
 
+        groups = self.n_heads // self.n_kv_heads
+        if T == 1 and groups > 1:
+            # One new token per sequence: fold each kv head's query group into the query axis, so
+            # attention runs on (B, KV, groups, hd) queries without expanding the cached keys.
+            attn_mask = None if mask is None else mask[:, None]  # (B, 1, 1, S)
+            q = q.reshape(B, self.n_kv_heads, groups, self.head_dim)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).view(B, self.n_heads, 1, self.head_dim)
+            return self.wo(out.view(B, 1, self.n_heads * self.head_dim))
         if mask is not None:
             attn_mask, is_causal = mask[:, None], False  # (B, 1, T, S), True = may attend
         elif start == 0:
@@ -122,7 +128,7 @@ class Attention(nn.Module):
             attn_mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=start)
             is_causal = False
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=self.n_kv_heads != self.n_heads
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=groups > 1
         )  # (B, H, T, hd)
         return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
@@ -184,8 +190,9 @@ class Llama(nn.Module):
             raise ValueError(f"sequence of {start + T} tokens exceeds the model's or cache's length")
         if positions is None:
             positions = torch.arange(start, start + T, device=tokens.device).expand(B, T)
-        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
         h = self.tok_embeddings(tokens)  # (B, T, dim)
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        cos, sin = cos.to(h.dtype), sin.to(h.dtype)  # computed in fp32, applied in the model's dtype
         for i, layer in enumerate(self.layers):
             layer_cache = (cache.keys[i], cache.values[i]) if cache is not None else None
             h = layer(h, cos, sin, mask, layer_cache, start)

@@ -1,0 +1,110 @@
+"""CPU benchmark: llamaforge vs Hugging Face transformers, same weights, same process, same shapes.
+
+Measures training tokens/s (forward + backward + AdamW step) and greedy decode tokens/s at batch 1
+and batch 32, and prints ours/transformers ratios. Not a test: timings vary with the machine.
+
+    python bench/cpu.py [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+import transformers
+
+from llamaforge.config import tiny
+from llamaforge.generate import generate
+from llamaforge.model import Llama
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def train_step_fn(logits_of, model, batch: torch.Tensor):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-5, weight_decay=0.1)
+
+    def step():
+        logits = logits_of(batch[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    config = tiny()
+    ours = Llama(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        ours.save_pretrained(tmp)
+        theirs = transformers.LlamaForCausalLM.from_pretrained(tmp, attn_implementation="sdpa")
+    print(f"config: {config} ({ours.num_parameters() / 1e6:.2f}M parameters), torch {torch.__version__}, "
+          f"transformers {transformers.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}")
+
+    results = {}
+    batch = torch.randint(0, config.vocab_size, (16, 257))  # 16 x 256 training tokens per step
+    train_tokens = 16 * 256
+    for name, model, logits_of in (
+        ("ours", ours, lambda x: ours(x)),
+        ("transformers", theirs, lambda x: theirs(input_ids=x).logits),
+    ):
+        model.train()
+        seconds = best_time(train_step_fn(logits_of, model, batch), args.repeats)
+        results[f"train_{name}"] = train_tokens / seconds
+
+    ours.eval(), theirs.eval()
+    for batch_size in (1, 32):
+        prompts = torch.randint(3, config.vocab_size, (batch_size, 32))
+        new = args.new_tokens
+
+        def ours_decode():
+            tokens, _ = generate(ours, prompts.tolist(), max_new_tokens=new, eos_id=-1)
+            assert all(len(t) == new for t in tokens)
+
+        def theirs_decode():
+            with torch.inference_mode():
+                out = theirs.generate(prompts, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+            assert out.shape[1] == 32 + new
+
+        results[f"decode_b{batch_size}_ours"] = batch_size * new / best_time(ours_decode, args.repeats)
+        results[f"decode_b{batch_size}_transformers"] = batch_size * new / best_time(theirs_decode, args.repeats)
+
+    rows = [("training (16x256, fwd+bwd+AdamW)", "train"), ("greedy decode, batch 1", "decode_b1"),
+            ("greedy decode, batch 32", "decode_b32")]
+    print(f"\n| measurement | ours tokens/s | transformers tokens/s | ours / transformers |")
+    print("|---|---|---|---|")
+    for label, key in rows:
+        a, b = results[f"{key}_ours"], results[f"{key}_transformers"]
+        results[f"{key}_ratio"] = a / b
+        print(f"| {label} | {a:,.0f} | {b:,.0f} | {a / b:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -134,13 +134,16 @@ def _compatible(a: Constraint, b: Constraint) -> bool:
 def gatt_instructions(rng: random.Random, e: Entities, split: str, n: int) -> list[GattInstruction]:
     """`n` distinct instructions of one or two constraints, from the split's parameter lists."""
     test = split == "test"
-    people = [p.name for p in e.people]
-    half = lambda xs: xs[len(xs) * 3 // 4:] if test else xs[:len(xs) * 3 // 4]  # noqa: E731
+
+    def share(values: tuple) -> tuple:  # the first three quarters train, the rest test
+        cut = len(values) * 3 // 4
+        return values[cut:] if test else values[:cut]
+
     pool = ([Constraint("caps"), Constraint("lower")]
-            + [Constraint("end_word", w) for w in half(_END_WORDS)]
-            + [Constraint("prefix", p) for p in half(_PREFIXES)]
-            + [Constraint("max_words", str(m)) for m in (_MAX_WORDS[4:] if test else _MAX_WORDS[:4])]
-            + [Constraint("character", p) for p in half(people)])
+            + [Constraint("end_word", w) for w in share(_END_WORDS)]
+            + [Constraint("prefix", p) for p in share(_PREFIXES)]
+            + [Constraint("max_words", str(m)) for m in share(_MAX_WORDS)]
+            + [Constraint("character", p.name) for p in share(e.people)])
     out, seen = [], set()
     while len(out) < n:
         first = rng.choice(pool)

@@ -24,14 +24,16 @@ from llamaforge.generate import generate
 from llamaforge.model import Llama
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def median_times(ours, theirs, repeats: int) -> tuple[float, float]:
+    """Median seconds of each function, run alternately so that load changes hit both alike."""
+    ours(), theirs()  # warm-up
+    times = {ours: [], theirs: []}
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for fn in (ours, theirs):
+            started = time.perf_counter()
+            fn()
+            times[fn].append(time.perf_counter() - started)
+    return statistics.median(times[ours]), statistics.median(times[theirs])
 
 
 def train_step_fn(logits_of, model, batch: torch.Tensor):
@@ -52,7 +54,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -68,13 +70,13 @@ def main() -> None:
     results = {}
     batch = torch.randint(0, config.vocab_size, (16, 257))  # 16 x 256 training tokens per step
     train_tokens = 16 * 256
-    for name, model, logits_of in (
-        ("ours", ours, lambda x: ours(x)),
-        ("transformers", theirs, lambda x: theirs(input_ids=x).logits),
-    ):
-        model.train()
-        seconds = best_time(train_step_fn(logits_of, model, batch), args.repeats)
-        results[f"train_{name}"] = train_tokens / seconds
+    ours.train(), theirs.train()
+    seconds = median_times(
+        train_step_fn(lambda x: ours(x), ours, batch),
+        train_step_fn(lambda x: theirs(input_ids=x).logits, theirs, batch),
+        args.repeats,
+    )
+    results["train_ours"], results["train_transformers"] = (train_tokens / s for s in seconds)
 
     ours.eval(), theirs.eval()
     for batch_size in (1, 32):
@@ -90,8 +92,10 @@ def main() -> None:
                 out = theirs.generate(prompts, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
             assert out.shape[1] == 32 + new
 
-        results[f"decode_b{batch_size}_ours"] = batch_size * new / best_time(ours_decode, args.repeats)
-        results[f"decode_b{batch_size}_transformers"] = batch_size * new / best_time(theirs_decode, args.repeats)
+        seconds = median_times(ours_decode, theirs_decode, args.repeats)
+        results[f"decode_b{batch_size}_ours"], results[f"decode_b{batch_size}_transformers"] = (
+            batch_size * new / s for s in seconds
+        )
 
     rows = [("training (16x256, fwd+bwd+AdamW)", "train"), ("greedy decode, batch 1", "decode_b1"),
             ("greedy decode, batch 32", "decode_b32")]

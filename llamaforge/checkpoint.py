@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -166,7 +165,7 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
             raise UserError(f"{path}: corrupt safetensors file ({err})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+    except Exception as err:  # UnpicklingError for code, and anything a corrupt file raises (KeyError, ...)
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
             f"{path}: refused to load: not a weights-only tensor file ({first_line})"
@@ -258,16 +257,20 @@ def atomic_directory(path: str | Path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    moved_aside = False
     try:
         yield tmp
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
         if path.exists():
             path.rename(old)
+            moved_aside = True
         tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if moved_aside and not path.exists():  # the swap failed halfway: put the old one back
+            old.rename(path)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_model(

@@ -1,0 +1,217 @@
+"""The command line: --help everywhere, one-line errors naming the file, --config files, and
+generate/chat end to end on a tiny checkpoint."""
+
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from llamaforge.cli import main
+from llamaforge.config import ModelConfig
+from llamaforge.generate import generate
+from llamaforge.model import Llama
+from llamaforge.tokenizer import Tokenizer, train_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def llamaforge(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run `python -m llamaforge ARGS` as a real process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
+    return subprocess.run(
+        [sys.executable, "-m", "llamaforge", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def assert_one_line_error(stderr: str, *names: str) -> None:
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("error: "), stderr
+    for name in names:
+        assert name in stderr, (name, stderr)
+
+
+# --- --help ----------------------------------------------------------------------------------------
+
+HELP = {  # command -> flags its help must list
+    "pipeline": ["--out", "--preset", "--seed"],
+    "tokenizer train": ["--input", "--out", "--vocab-size"],
+    "generate": ["--ckpt", "--prompt", "--chat", "--temperature", "--top-p", "--device"],
+    "chat": ["--ckpt", "--system", "--max-new-tokens"],
+    "convert": ["--from", "--tokenizer"],
+    "world export": ["--out", "--seed"],
+}
+
+
+@pytest.fixture(scope="module")
+def help_runs() -> dict[str, tuple[int, str, str]]:
+    """`python -m llamaforge CMD --help` for every command, run side by side (each takes ~1.5 s)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
+    runs = {
+        command: subprocess.Popen(
+            [sys.executable, "-m", "llamaforge", *command.split(), "--help"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for command in HELP
+    }
+    outputs = {command: run.communicate(timeout=120) for command, run in runs.items()}
+    return {command: (run.returncode, *outputs[command]) for command, run in runs.items()}
+
+
+@pytest.mark.parametrize("command", HELP)
+def test_every_command_answers_help(help_runs, command):
+    if command == "world export":
+        pytest.importorskip("llamaforge.world.export")
+    returncode, stdout, stderr = help_runs[command]
+    assert returncode == 0, stderr
+    assert f"usage: llamaforge {command}" in stdout
+    for flag in HELP[command]:
+        assert flag in stdout, flag
+
+
+def test_top_level_and_group_help_list_the_commands(capsys):
+    assert main(["--help"]) == 0
+    stdout = capsys.readouterr().out
+    for command in ("pipeline", "tokenizer", "generate", "chat", "convert", "world"):
+        assert f"\n  {command} " in stdout, command
+    assert main(["tokenizer", "--help"]) == 0
+    assert "\n  train " in capsys.readouterr().out
+
+
+def test_unknown_command_fails():
+    result = llamaforge("frobnicate")
+    assert result.returncode != 0
+    assert "error: unknown command 'frobnicate'" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- bad input: one line on stderr, naming the file, exit 1 ----------------------------------------
+
+
+def test_generate_with_missing_checkpoint():
+    result = llamaforge("generate", "--ckpt", "/nonexistent", "--prompt", "hi")
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "/nonexistent")
+
+
+def test_tokenizer_train_with_missing_input(tmp_path):
+    result = llamaforge("tokenizer", "train", "--input", "missing.txt", "--out", "d", cwd=tmp_path)
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "missing.txt")
+    assert not (tmp_path / "d" / "tokenizer.model").exists()
+
+
+def test_malformed_jsonl_line_is_named_with_file_and_line(tmp_path):
+    lines = [json.dumps({"text": f"document number {i}"}) for i in range(5)]
+    lines[3] = '{"text": "unterminated'
+    (tmp_path / "data.jsonl").write_text("\n".join(lines) + "\n")
+    result = llamaforge("tokenizer", "train", "--input", "data.jsonl", "--out", "d", "--vocab-size", "300", cwd=tmp_path)
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "data.jsonl:4:")
+
+
+# --- --config FILE ---------------------------------------------------------------------------------
+
+
+def corpus(path: Path, lines: int = 400) -> Path:
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 8))) for _ in range(200)]
+    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(5, 15))) for _ in range(lines)))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_config_file_supplies_flags_and_command_line_overrides(tmp_path, suffix):
+    text = corpus(tmp_path / "corpus.txt")
+    values = {"input": [str(text)], "out": str(tmp_path / "from_file"), "vocab_size": 300}
+    config = tmp_path / f"tok{suffix}"
+    if suffix == ".yaml":
+        config.write_text(f"input:\n  - {text}\nout: {tmp_path / 'from_file'}\nvocab_size: 300\n")
+    else:
+        config.write_text(json.dumps(values))
+
+    assert main(["tokenizer", "train", "--config", str(config)]) == 0
+    assert Tokenizer(tmp_path / "from_file").vocab_size == 300
+
+    assert main(["tokenizer", "train", "--config", str(config), "--vocab-size", "320", "--out", str(tmp_path / "cli")]) == 0
+    assert Tokenizer(tmp_path / "cli").vocab_size == 320
+
+
+def test_config_file_with_unknown_key_is_a_one_line_error(tmp_path, capsys):
+    config = tmp_path / "tok.yaml"
+    config.write_text("input: [a.txt]\nout: d\nvocab_sise: 300\n")
+    assert main(["tokenizer", "train", "--config", str(config)]) == 1
+    stderr = capsys.readouterr().err
+    assert_one_line_error(stderr, str(config), "'vocab_sise'")
+
+
+def test_config_file_missing_or_unparsable(tmp_path, capsys):
+    assert main(["tokenizer", "train", "--config", str(tmp_path / "none.yaml")]) == 1
+    assert_one_line_error(capsys.readouterr().err, str(tmp_path / "none.yaml"))
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"vocab_size": ')
+    assert main(["tokenizer", "train", "--config", str(broken)]) == 1
+    assert_one_line_error(capsys.readouterr().err, str(broken))
+
+
+# --- generate and chat end to end ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A random 300-token model with a 300-token tokenizer. The output rows of <unk>, BOS, EOS and
+    the 256 byte tokens are zero, so greedy decoding picks ordinary pieces and never stops early."""
+    tmp = tmp_path_factory.mktemp("cli_ckpt")
+    tokenizer = train_tokenizer([corpus(tmp / "corpus.txt").read_text()], 300, tmp / "tok")
+    torch.manual_seed(0)
+    model = Llama(ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300, multiple_of=32, max_seq_len=128))
+    with torch.no_grad():
+        model.output.weight[: 3 + 256] = 0  # the largest of the 41 other logits is positive
+    return model.save_pretrained(tmp / "ckpt", tokenizer_path=tokenizer)
+
+
+def greedy_text(directory: Path, ids: list[int], max_new_tokens: int) -> str:
+    model, tokenizer = Llama.from_pretrained(directory).eval(), Tokenizer(directory)
+    new_ids, _ = generate(model, [ids], max_new_tokens, temperature=0.0, eos_id=tokenizer.eos_id)
+    assert len(new_ids[0]) == max_new_tokens and all(i >= 259 for i in new_ids[0])
+    return tokenizer.decode(new_ids[0])
+
+
+def test_generate_prints_the_greedy_continuation(checkpoint):
+    result = llamaforge(
+        "generate", "--ckpt", str(checkpoint), "--prompt", "hello world", "--max-new-tokens", "8",
+        "--temperature", "0", "--device", "cpu",
+    )
+    assert result.returncode == 0, result.stderr
+    ids = Tokenizer(checkpoint).encode("hello world", bos=True)
+    continuation = greedy_text(checkpoint, ids, 8)
+    assert len(continuation) >= 8
+    assert result.stdout == "hello world" + continuation + "\n"
+
+
+def test_generate_chat_answers_one_user_turn(checkpoint, capsys):
+    argv = ["generate", "--ckpt", str(checkpoint), "--prompt", "hello", "--chat", "--max-new-tokens", "6",
+            "--temperature", "0", "--device", "cpu"]
+    assert main(argv) == 0
+    ids = Tokenizer(checkpoint).encode_dialog_prompt([{"role": "user", "content": "hello"}])
+    assert ids[:1] == [1] and len(ids) > 5
+    assert capsys.readouterr().out == greedy_text(checkpoint, ids, 6) + "\n"
+
+
+def test_chat_answers_then_exits(checkpoint, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n/exit\n"))
+    assert main(["chat", "--ckpt", str(checkpoint), "--max-new-tokens", "4", "--temperature", "0", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("assistant> ") == 1
+    ids = Tokenizer(checkpoint).encode_dialog_prompt([{"role": "user", "content": "hello"}])
+    assert "assistant> " + greedy_text(checkpoint, ids, 4) + "\n" in out
+
+
+def test_generate_without_prompt_is_a_one_line_error(checkpoint, capsys):
+    assert main(["generate", "--ckpt", str(checkpoint)]) == 1
+    assert_one_line_error(capsys.readouterr().err, "--prompt")

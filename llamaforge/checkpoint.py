@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -122,7 +121,7 @@ def config_from_hf(hf: dict, source: Path) -> ModelConfig:
         dim=dim,
         n_layers=field("num_hidden_layers"),
         n_heads=heads,
-        n_kv_heads=hf.get("num_key_value_heads") or heads,
+        n_kv_heads=None if hf.get("num_key_value_heads", heads) == heads else hf["num_key_value_heads"],
         vocab_size=field("vocab_size"),
         norm_eps=field("rms_norm_eps", 1e-6),
         rope_theta=hf.get("rope_theta") or rope.get("rope_theta") or 10000.0,
@@ -202,6 +201,7 @@ def load_model(directory: str | Path, device=None, dtype: torch.dtype | None = N
     """A `Llama` from a Hugging Face Llama directory; every tensor checked against config.json."""
     directory = Path(directory)
     config = load_config(directory)
+    tied = read_json(directory / "config.json").get("tie_word_embeddings", False)
     with torch.device("meta"):
         model = Llama(config)
     expected = {name: p.shape for name, p in model.state_dict().items()}
@@ -222,7 +222,7 @@ def load_model(directory: str | Path, device=None, dtype: torch.dtype | None = N
                     f"implies {tuple(expected[ours])}"
                 )
             state[ours] = tensor.to(dtype or tensor.dtype)
-    if "output.weight" not in state and "tok_embeddings.weight" in state:
+    if tied and "output.weight" not in state and "tok_embeddings.weight" in state:
         state["output.weight"] = state["tok_embeddings.weight"].clone()  # a tied-embedding export
     missing = sorted(set(expected) - set(state))
     if missing:
@@ -257,7 +257,7 @@ def atomic_directory(path: str | Path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    old = tmp.with_name(tmp.name.replace(".tmp-", ".old-"))  # unique, like the temporary name
     moved_aside = False
     try:
         yield tmp

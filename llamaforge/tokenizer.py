@@ -153,15 +153,18 @@ def train_tokenizer(
     """Train a Llama-2-style SentencePiece BPE model; write `out_dir/tokenizer.model`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seen = {"lines": 0, "chars": 0}
+    seen = {"lines": 0, "chars": 0, "error": None}
 
     def lines() -> Iterator[str]:  # streamed: SentencePiece samples max_sentences of them
-        for doc in documents:
-            for line in doc.split("\n"):
-                if line.strip():
-                    seen["lines"] += 1
-                    seen["chars"] += len(line)
-                    yield line
+        try:
+            for doc in documents:
+                for line in doc.split("\n"):
+                    if line.strip():
+                        seen["lines"] += 1
+                        seen["chars"] += len(line)
+                        yield line
+        except UserError as err:  # SentencePiece would wrap it in its own error: keep it for later
+            seen["error"] = err
 
     print(f"training a {vocab_size}-token BPE tokenizer...", flush=True)
     started = time.time()
@@ -189,9 +192,13 @@ def train_tokenizer(
             minloglevel=2,
         )
     except RuntimeError as err:
+        if seen["error"] is not None:
+            raise seen["error"] from None
         if seen["lines"] == 0:
             raise UserError("tokenizer training: the input holds no text") from None
         raise UserError(f"tokenizer training failed: {err}") from None
+    if seen["error"] is not None:
+        raise seen["error"]
     path = out_dir / "tokenizer.model"
     path.write_bytes(model.getvalue())
     print(
@@ -215,4 +222,7 @@ class TokenizerTrainArgs:
 
 
 def train_main(args: TokenizerTrainArgs) -> Path:
+    missing = [path for path in args.input if not path.is_file()]
+    if missing:
+        raise UserError(f"{missing[0]}: file not found")
     return train_tokenizer(read_text_documents(args.input), args.vocab_size, args.out)

@@ -397,3 +397,10 @@ def test_checkpoint_without_lm_head_ties_output_to_embedding(tmp_path):
     with torch.no_grad():
         expected = loaded.hidden_states(tokens) @ model.tok_embeddings.weight.T
         assert torch.allclose(loaded(tokens), expected, atol=1e-5)
+
+
+def test_missing_lm_head_without_tied_embeddings_is_an_error(tmp_path):
+    directory, _ = saved(tmp_path)
+    edit_tensors(directory, lambda t: t.pop("lm_head.weight"))  # config.json says untied
+    with pytest.raises(UserError, match="missing tensor 'lm_head.weight'"):
+        Llama.from_pretrained(directory)

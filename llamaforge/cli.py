@@ -15,7 +15,7 @@ from pathlib import Path
 import tyro
 import yaml
 
-from llamaforge import chat, convert, pipeline, tokenizer
+from llamaforge import carbon, chat, convert, pipeline, tokenizer
 from llamaforge.errors import UserError
 from llamaforge.world import export as world_export
 
@@ -26,6 +26,7 @@ COMMANDS = {
     "chat": (chat.ChatArgs, chat.chat_main),
     "convert": (convert.ConvertArgs, convert.main),
     "world": {"export": (world_export.ExportArgs, world_export.main)},
+    "carbon": (carbon.CarbonArgs, carbon.main),
 }
 
 

@@ -33,21 +33,25 @@ class RMSNorm(nn.Module):
 
 
 def rotary_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos and sin of each position's rotation angles, (B, 1, T, head_dim) to broadcast over heads.
+    """cos and signed sin of each position's rotation angles, (B, 1, T, head_dim) in fp32.
 
-    Dimension pair (i, i + head_dim/2) rotates by position * theta^(-2i/head_dim).
+    Dimension pair (i, i + head_dim/2) rotates by angle position * theta^(-2i/head_dim). The sin
+    is negated on the first half, the sign the rotation gives those dimensions (see apply_rotary).
     """
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
     angles = positions.float()[..., None] * inv_freq  # (B, T, head_dim/2)
-    angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, head_dim)
-    return angles.cos(), angles.sin()
+    sin = angles.sin()
+    cos = torch.cat([angles.cos()] * 2, dim=-1)[:, None]  # (B, 1, T, head_dim)
+    return cos, torch.cat([-sin, sin], dim=-1)[:, None]
 
 
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate query or key vectors x (B, heads, T, head_dim) by their positions' angles."""
-    first, second = x.chunk(2, dim=-1)
-    rotated_half = torch.cat([-second, first], dim=-1)
-    return x * cos + rotated_half * sin
+def apply_rotary(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """Rotate query or key vectors x (B, heads, T, head_dim) by their positions' angles.
+
+    Pair (a, b) = (x_i, x_{i+h}), h = head_dim/2, becomes (a cos - b sin, b cos + a sin): rolling x
+    by h lines each b up with its a, and the signed sin supplies the minus.
+    """
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 @dataclass

@@ -17,7 +17,8 @@ from typing import Literal
 
 from llamaforge.checkpoint import atomic_directory
 from llamaforge.config import ModelConfig, smoke, tiny
-from llamaforge.tokenizer import B_INST, E_INST, read_text_documents, train_tokenizer
+from llamaforge.data.text import read_documents
+from llamaforge.tokenizer import B_INST, E_INST, train_tokenizer
 
 # The model each pipeline preset trains (DESIGN.md "Presets and time budgets").
 PIPELINE_MODELS: dict[str, Callable[[], ModelConfig]] = {"demo": tiny, "smoke": smoke}
@@ -57,7 +58,7 @@ def tokenizer_stage(args: PipelineArgs, out: Path) -> dict:
     world = args.out / "world"
 
     def documents() -> Iterator[str]:
-        yield from read_text_documents([world / "corpus.jsonl"])
+        yield from read_documents([world / "corpus.jsonl"])
         yield from chat_texts(world / "sft_train.jsonl")
 
     vocab_size = PIPELINE_MODELS[args.preset]().vocab_size

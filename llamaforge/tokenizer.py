@@ -8,7 +8,6 @@ BOS 1, EOS 2. The chat format reproduces Meta's `chat_completion` token for toke
 from __future__ import annotations
 
 import io
-import json
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from llamaforge.data.text import read_documents
 from llamaforge.errors import UserError
 
 # Meta's chat format constants (llama/generation.py).
@@ -128,25 +128,6 @@ def _common_prefix_length(a: list[int], b: list[int]) -> int:
 # --- training --------------------------------------------------------------------------------------
 
 
-def read_text_documents(paths: Iterable[str | Path]) -> Iterator[str]:
-    """Documents from plain text files (one line each) or JSONL files with a "text" field."""
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise UserError(f"{path}: file not found")
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                if path.suffix != ".jsonl":
-                    yield line.rstrip("\n")
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    raise UserError(f"{path}:{number}: field 'text': expected a string")
-                yield record["text"]
-
-
 def train_tokenizer(
     documents: Iterable[str], vocab_size: int, out_dir: str | Path, max_sentences: int = 2_000_000
 ) -> Path:
@@ -214,7 +195,8 @@ class TokenizerTrainArgs:
     """Train a Llama-2-style SentencePiece BPE tokenizer."""
 
     input: list[Path]
-    """Text files (one document per line) or JSONL files with a "text" field."""
+    """Text files (one document per line), JSONL files with a "text" field, or (with `datasets`
+    installed) Parquet files and Hub dataset names."""
     out: Path
     """Directory to write tokenizer.model into."""
     vocab_size: int = 32000
@@ -222,7 +204,4 @@ class TokenizerTrainArgs:
 
 
 def train_main(args: TokenizerTrainArgs) -> Path:
-    missing = [path for path in args.input if not path.is_file()]
-    if missing:
-        raise UserError(f"{missing[0]}: file not found")
-    return train_tokenizer(read_text_documents(args.input), args.vocab_size, args.out)
+    return train_tokenizer(read_documents(args.input), args.vocab_size, args.out)

@@ -1,0 +1,1 @@
+"""Data: loading, validation, tokenization, packing and batching of every stage's inputs."""

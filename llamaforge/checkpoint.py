@@ -13,6 +13,7 @@ import dataclasses
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import safetensors
@@ -277,12 +278,25 @@ def save_model(
     model: Llama, directory: str | Path, tokenizer_path: str | Path | None = None, info: dict | None = None
 ) -> Path:
     """Write `model` as a Hugging Face Llama directory that `LlamaForCausalLM.from_pretrained` loads."""
+    return save_state_dict(model.state_dict(), model.config, directory, tokenizer_path, info)
+
+
+def save_state_dict(
+    state: dict[str, torch.Tensor],
+    config: ModelConfig,
+    directory: str | Path,
+    tokenizer_path: str | Path | None = None,
+    info: dict | None = None,
+    write_more: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write a model state dict (our parameter names) as a Hugging Face Llama directory, atomically.
+    `write_more(directory)` adds files (e.g. training state) inside the same atomic write."""
     directory = Path(directory)
-    state = {hf_name(k): v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    dtype = next(iter(state.values())).dtype
+    hf_state = {hf_name(k): v.detach().contiguous().cpu() for k, v in state.items()}
+    dtype = next(iter(hf_state.values())).dtype
     with atomic_directory(directory) as tmp:
-        _write_safetensors(state, tmp)
-        _write_json(tmp / "config.json", config_to_hf(model.config, dtype))
+        _write_safetensors(hf_state, tmp)
+        _write_json(tmp / "config.json", config_to_hf(config, dtype))
         _write_json(
             tmp / "generation_config.json",
             # Meta's chat defaults (llama/example_chat_completion.py): temperature 0.6, top-p 0.9.
@@ -290,8 +304,9 @@ def save_model(
         )
         if tokenizer_path is not None:
             shutil.copyfile(tokenizer_path, tmp / TOKENIZER_FILE)
-        record = {"model_config": dataclasses.asdict(model.config), **(info or {})}
-        _write_json(tmp / LLAMAFORGE_INFO, record)
+        _write_json(tmp / LLAMAFORGE_INFO, {"model_config": dataclasses.asdict(config), **(info or {})})
+        if write_more is not None:
+            write_more(tmp)
     return directory
 
 

@@ -16,11 +16,13 @@ import tyro
 import yaml
 
 from llamaforge import carbon, chat, convert, pipeline, tokenizer
+from llamaforge.train import pretrain
 from llamaforge.errors import UserError
 from llamaforge.world import export as world_export
 
 COMMANDS = {
     "pipeline": (pipeline.PipelineArgs, pipeline.main),
+    "pretrain": (pretrain.PretrainArgs, pretrain.main),
     "tokenizer": {"train": (tokenizer.TokenizerTrainArgs, tokenizer.train_main)},
     "generate": (chat.GenerateArgs, chat.generate_main),
     "chat": (chat.ChatArgs, chat.chat_main),
@@ -56,13 +58,30 @@ def config_file_flags(path: Path, args_type: type) -> list[str]:
     return flags
 
 
+def preset_defaults(args_type: type, argv: list[str]):
+    """The defaults `--preset NAME` selects, for argument types that have presets (else None)."""
+    presets = getattr(args_type, "PRESETS", None)
+    if not presets:
+        return None
+    name = next((f.default for f in dataclasses.fields(args_type) if f.name == "preset"), None)
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+    if name not in presets:
+        raise UserError(f"--preset {name!r}: unknown (known: {', '.join(presets)})")
+    return presets[name]()
+
+
 def parse(args_type: type, argv: list[str], prog: str):
     if "--config" in argv:
         at = argv.index("--config")
         if at + 1 == len(argv):
             raise UserError("--config: expected a file name")
         argv = config_file_flags(Path(argv[at + 1]), args_type) + argv[:at] + argv[at + 2 :]
-    return tyro.cli(args_type, args=argv, prog=prog, description=args_type.__doc__)
+    default = preset_defaults(args_type, argv)
+    return tyro.cli(args_type, args=argv, prog=prog, description=args_type.__doc__, default=default)
 
 
 def usage(table: dict, prog: str) -> str:

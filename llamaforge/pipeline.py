@@ -1,13 +1,15 @@
 """`llamaforge pipeline`: the whole recipe as a resumable sequence of stages on the built-in world.
 
-Each stage writes one folder under `--out`, atomically, ending with `stage.json` (its headline
-metrics); a re-run skips completed stages. `summary.json` gathers every stage's metrics.
-Stages so far: world (export the built-in world's data files) and tokenizer (train a Llama-2-style
-BPE on the world's corpus). Pretraining, SFT, reward models and RLHF join as they land.
+Each stage writes one folder under `--out` and marks it complete with `stage.json` (its headline
+metrics), written last; a re-run skips completed stages and re-enters an interrupted one, which
+resumes from its own checkpoints. `summary.json` gathers every stage's metrics.
+Stages so far: world (export the built-in world's data files), tokenizer (a Llama-2-style BPE on
+the world's corpus and demonstrations) and pretrain. SFT, reward models and RLHF join as they land.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -15,18 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from llamaforge.checkpoint import atomic_directory
-from llamaforge.config import ModelConfig, smoke, tiny
+from llamaforge.config import MODEL_PRESETS
 from llamaforge.data.text import read_documents
 from llamaforge.tokenizer import B_INST, E_INST, train_tokenizer
+from llamaforge.train import pretrain
+from llamaforge.train.pretrain import PretrainArgs
 
-# The model each pipeline preset trains (DESIGN.md "Presets and time budgets").
-PIPELINE_MODELS: dict[str, Callable[[], ModelConfig]] = {"demo": tiny, "smoke": smoke}
 
 
 @dataclass
 class PipelineArgs:
-    """Run the Llama 2 recipe end to end on the built-in world (so far: world data, tokenizer)."""
+    """Run the Llama 2 recipe end to end on the built-in world (so far: world data, tokenizer, pretraining)."""
 
     out: Path = Path("runs/pipeline")
     """Run directory: one folder per stage, plus summary.json."""
@@ -61,14 +62,30 @@ def tokenizer_stage(args: PipelineArgs, out: Path) -> dict:
         yield from read_documents([world / "corpus.jsonl"])
         yield from chat_texts(world / "sft_train.jsonl")
 
-    vocab_size = PIPELINE_MODELS[args.preset]().vocab_size
+    vocab_size = MODEL_PRESETS[PretrainArgs.PRESETS[args.preset]().model]().vocab_size
     train_tokenizer(documents(), vocab_size, out)
     return {"vocab_size": vocab_size}
+
+
+def pretrain_stage(args: PipelineArgs, out: Path) -> dict:
+    preset = PretrainArgs.PRESETS[args.preset]()
+    run = dataclasses.replace(
+        preset,
+        out=out,
+        data=[str(args.out / "world" / "corpus.jsonl")],
+        tokenizer=args.out / "tokenizer" / "tokenizer.model",
+        seed=args.seed,
+    )
+    pretrain.main(run)
+    summary = json.loads((out / "summary.json").read_text())
+    keys = ("steps", "final_loss", "val_loss", "val_ppl", "tokens", "tokens_per_s", "elapsed_s", "tco2eq")
+    return {key: summary[key] for key in keys}
 
 
 STAGES: list[tuple[str, Callable[[PipelineArgs, Path], dict]]] = [
     ("world", world_stage),
     ("tokenizer", tokenizer_stage),
+    ("pretrain", pretrain_stage),
 ]
 
 
@@ -84,10 +101,12 @@ def main(args: PipelineArgs) -> Path:
         else:
             print(f"[{number}/{len(STAGES)}] {name}...", flush=True)
             started = time.time()
-            with atomic_directory(stage_dir) as tmp:
-                metrics = stage(args, tmp)
-                record = {"stage": name, "seconds": round(time.time() - started, 1), "metrics": metrics}
-                (tmp / "stage.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            metrics = stage(args, stage_dir)
+            record = {"stage": name, "seconds": round(time.time() - started, 1), "metrics": metrics}
+            partial = stage_dir / "stage.json.tmp"
+            partial.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            partial.replace(done)  # atomic: a stage is complete only once this file exists
             print(f"[{number}/{len(STAGES)}] {name}: done in {record['seconds']}s {metrics}")
         summary["stages"][name] = record
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

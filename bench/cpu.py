@@ -11,42 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import tempfile
-import time
 
 import torch
-import torch.nn.functional as F
 import transformers
 
+from common import median_times, train_step_fn
 from llamaforge.config import tiny
 from llamaforge.generate import generate
 from llamaforge.model import Llama
-
-
-def median_times(ours, theirs, repeats: int) -> tuple[float, float]:
-    """Median seconds of each function, run alternately so that load changes hit both alike."""
-    ours(), theirs()  # warm-up
-    times = {ours: [], theirs: []}
-    for _ in range(repeats):
-        for fn in (ours, theirs):
-            started = time.perf_counter()
-            fn()
-            times[fn].append(time.perf_counter() - started)
-    return statistics.median(times[ours]), statistics.median(times[theirs])
-
-
-def train_step_fn(logits_of, model, batch: torch.Tensor):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-5, weight_decay=0.1)
-
-    def step():
-        logits = logits_of(batch[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
 
 
 def main() -> None:
@@ -71,11 +44,7 @@ def main() -> None:
     batch = torch.randint(0, config.vocab_size, (16, 257))  # 16 x 256 training tokens per step
     train_tokens = 16 * 256
     ours.train(), theirs.train()
-    seconds = median_times(
-        train_step_fn(lambda x: ours(x), ours, batch),
-        train_step_fn(lambda x: theirs(input_ids=x).logits, theirs, batch),
-        args.repeats,
-    )
+    seconds = median_times(train_step_fn(ours, batch, ours=True), train_step_fn(theirs, batch, ours=False), args.repeats)
     results["train_ours"], results["train_transformers"] = (train_tokens / s for s in seconds)
 
     ours.eval(), theirs.eval()

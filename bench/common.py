@@ -1,0 +1,48 @@
+"""Helpers shared by the benchmarks: alternating timing and one training step of either library."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from llamaforge.losses import next_token_loss
+
+
+def median_times(ours, theirs, repeats: int, sync=lambda: None) -> tuple[float, float]:
+    """Median seconds of each function, run alternately so that load changes hit both alike."""
+    ours(), theirs(), sync()  # warm-up (and compilation)
+    times = {ours: [], theirs: []}
+    for _ in range(repeats):
+        for fn in (ours, theirs):
+            sync()
+            started = time.perf_counter()
+            fn()
+            sync()
+            times[fn].append(time.perf_counter() - started)
+    return statistics.median(times[ours]), statistics.median(times[theirs])
+
+
+def train_step_fn(model, batch: torch.Tensor, ours: bool, autocast=None, fused: bool | None = None):
+    """One forward + backward + AdamW step on `batch` (B, T+1), as each library is used for training:
+    ours with its summed next-token loss, transformers with its own `labels=` loss."""
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-5, weight_decay=0.1, fused=fused
+    )
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    context = autocast or torch.autocast("cpu", enabled=False)
+
+    def step():
+        with context:
+            if ours:
+                loss_sum, count = next_token_loss(model(inputs), targets)
+                loss = loss_sum / count
+            else:
+                loss = model(input_ids=inputs, labels=inputs).loss  # shifts the labels itself
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+

@@ -49,17 +49,22 @@ class ChatArgs(SamplingArgs):
 
 
 class TokenPrinter:
-    """Prints a sequence's text as tokens arrive. Decoding the whole answer each time (not token by
-    token) keeps SentencePiece's word-boundary spaces and multi-byte characters right."""
+    """Prints a sequence's text as tokens arrive. Decoding the whole continuation each time (not token
+    by token) keeps multi-byte characters right; decoding it after the prompt's last token keeps the
+    space SentencePiece would drop at the start of a text ("in" + "▁Dupaia" -> "in Dupaia").
+    `strip_leading_space` is for chat answers, which Meta's format separates from "[/INST]" by one."""
 
-    def __init__(self, tokenizer: Tokenizer):
-        self.tokenizer, self.ids, self.printed = tokenizer, [], ""
+    def __init__(self, tokenizer: Tokenizer, context_id: int, strip_leading_space: bool = False):
+        self.tokenizer, self.ids, self.printed = tokenizer, [context_id], ""
+        self.offset = len(tokenizer.decode([context_id]))
+        self.strip = strip_leading_space
 
     def __call__(self, _sequence: int, token: int) -> None:
         if token == self.tokenizer.eos_id:
             return
         self.ids.append(token)
-        text = self.tokenizer.decode(self.ids)
+        text = self.tokenizer.decode(self.ids)[self.offset :]
+        text = text.lstrip(" ") if self.strip else text
         if text.startswith(self.printed):
             sys.stdout.write(text[len(self.printed) :])
             sys.stdout.flush()
@@ -80,7 +85,7 @@ def generate_main(args: GenerateArgs) -> str:
     else:
         ids = tokenizer.encode(args.prompt, bos=True)
         sys.stdout.write(args.prompt)
-    printer = TokenPrinter(tokenizer)
+    printer = TokenPrinter(tokenizer, ids[-1], strip_leading_space=args.chat)
     generate(model, [ids], args.max_new_tokens, args.temperature, args.top_p, args.seed, tokenizer.eos_id, printer)
     print()
     return printer.printed
@@ -112,7 +117,7 @@ def chat_main(args: ChatArgs) -> None:
             messages.pop()
             continue
         sys.stdout.write("assistant> ")
-        printer = TokenPrinter(tokenizer)
+        printer = TokenPrinter(tokenizer, ids[-1], strip_leading_space=True)
         generate(model, [ids], args.max_new_tokens, args.temperature, args.top_p, args.seed + turn, tokenizer.eos_id, printer)
         print()
         messages.append({"role": "assistant", "content": printer.printed.strip() or "..."})

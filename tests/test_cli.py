@@ -47,6 +47,7 @@ HELP = {  # command -> flags its help must list
     "convert": ["--from", "--tokenizer"],
     "world export": ["--out", "--seed"],
     "carbon": ["--model", "--tokens", "--device", "--mfu"],
+    "pretrain": ["--preset", "--data", "--tokenizer", "--batch-tokens", "--max-steps", "--lr", "--parallel", "--nonfinite"],
 }
 
 

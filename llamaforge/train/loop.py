@@ -231,7 +231,7 @@ def train(
         window_tokens += int(count)
         progress.update(1)
         progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-        if done % cfg.log_every == 0 or done == cfg.max_steps:
+        if done % cfg.log_every == 0 or done in (1, cfg.max_steps):  # step 1: where the curve starts
             tokens_per_s = window_tokens / (time.perf_counter() - window_started)
             record = {
                 "step": done,

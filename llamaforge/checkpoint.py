@@ -48,8 +48,13 @@ _LAYER_NAMES = {
 }
 
 
+_ADAPTERS = (".lora_a", ".lora_b")  # LoRA adapters ride along with the weight they adapt (lora.py)
+
+
 def hf_name(name: str) -> str:
     """Our parameter name -> the Hugging Face Llama name."""
+    if name.endswith(_ADAPTERS):
+        return hf_name(name[:-7] + ".weight").removesuffix(".weight") + name[-7:]
     if name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[name]
     _, index, suffix = name.split(".", 2)  # "layers", "3", "attention.wq.weight"
@@ -62,6 +67,8 @@ _LAYER_FROM_HF = {hf: ours for ours, hf in _LAYER_NAMES.items()}
 
 def our_name(hf: str) -> str:
     """Hugging Face Llama parameter name -> ours (KeyError if it is not a Llama weight)."""
+    if hf.endswith(_ADAPTERS):
+        return our_name(hf[:-7] + ".weight").removesuffix(".weight") + hf[-7:]
     if hf in _GLOBAL_FROM_HF:
         return _GLOBAL_FROM_HF[hf]
     parts = hf.split(".", 3)  # "model", "layers", "3", "self_attn.q_proj.weight"

@@ -16,13 +16,14 @@ import tyro
 import yaml
 
 from llamaforge import carbon, chat, convert, pipeline, tokenizer
-from llamaforge.train import pretrain
+from llamaforge.train import pretrain, sft
 from llamaforge.errors import UserError
 from llamaforge.world import export as world_export
 
 COMMANDS = {
     "pipeline": (pipeline.PipelineArgs, pipeline.main),
     "pretrain": (pretrain.PretrainArgs, pretrain.main),
+    "sft": (sft.SftArgs, sft.main),
     "tokenizer": {"train": (tokenizer.TokenizerTrainArgs, tokenizer.train_main)},
     "generate": (chat.GenerateArgs, chat.generate_main),
     "chat": (chat.ChatArgs, chat.chat_main),

@@ -4,7 +4,8 @@ Each stage writes one folder under `--out` and marks it complete with `stage.jso
 metrics), written last; a re-run skips completed stages and re-enters an interrupted one, which
 resumes from its own checkpoints. `summary.json` gathers every stage's metrics.
 Stages so far: world (export the built-in world's data files), tokenizer (a Llama-2-style BPE on
-the world's corpus and demonstrations) and pretrain. SFT, reward models and RLHF join as they land.
+the world's corpus and demonstrations), pretrain, and sft (with the held-out chat evaluation of the
+pretrained and the fine-tuned model). Reward models and RLHF join as they land.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ from typing import Literal
 from llamaforge.config import MODEL_PRESETS
 from llamaforge.data.text import read_documents
 from llamaforge.tokenizer import B_INST, E_INST, train_tokenizer
-from llamaforge.train import pretrain
+from llamaforge.checkpoint import load_model_and_tokenizer
+from llamaforge.eval.chat import Judges, evaluate_chat
+from llamaforge.train import pretrain, sft
 from llamaforge.train.pretrain import PretrainArgs
+from llamaforge.train.sft import SftArgs
 
 
 
 @dataclass
 class PipelineArgs:
-    """Run the Llama 2 recipe end to end on the built-in world (so far: world data, tokenizer, pretraining)."""
+    """Run the Llama 2 recipe end to end on the built-in world (so far: world data, tokenizer, pretraining, SFT)."""
 
     out: Path = Path("runs/pipeline")
     """Run directory: one folder per stage, plus summary.json."""
@@ -82,11 +86,58 @@ def pretrain_stage(args: PipelineArgs, out: Path) -> dict:
     return {key: summary[key] for key in keys}
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open() as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def evaluate_checkpoints(args: PipelineArgs, checkpoints: dict[str, Path], out: Path) -> dict:
+    """Each checkpoint's answers to the world's held-out prompts, scored by the world's gold judges
+    (never by our own reward models)."""
+    from llamaforge.world import World, is_refusal
+
+    world = World(args.seed)
+    judges = Judges(helpfulness=world.helpfulness, safety=world.safety, is_refusal=is_refusal)
+    limit = EVAL_PROMPTS[args.preset]
+    prompt_sets = {
+        category: read_jsonl(args.out / "world" / f"prompts_{category}_test.jsonl")[:limit]
+        for category in ("helpful", "borderline", "adversarial")
+    }
+    results = {}
+    for name, checkpoint in checkpoints.items():
+        model, tokenizer = load_model_and_tokenizer(checkpoint)
+        results[name] = evaluate_chat(model, tokenizer, prompt_sets, judges, seed=args.seed)
+    (out / "eval.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return {name: {k: v for k, v in r.items() if k != "examples"} for name, r in results.items()}
+
+
+def sft_stage(args: PipelineArgs, out: Path) -> dict:
+    world = args.out / "world"
+    run = dataclasses.replace(
+        SftArgs.PRESETS[args.preset](),
+        out=out,
+        init=args.out / "pretrain" / "model",
+        data=[world / "sft_train.jsonl"],
+        val_data=[world / "sft_test.jsonl"],
+        seed=args.seed,
+    )
+    sft.main(run)
+    summary = json.loads((out / "summary.json").read_text())
+    evaluation = evaluate_checkpoints(args, {"pretrained": run.init, "sft": out / "model"}, out)
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": summary["steps"], "split": "eval", **evaluation["sft"]}, sort_keys=True) + "\n")
+    return {"steps": summary["steps"], "val_answer_loss": summary["val_loss"], "elapsed_s": summary["elapsed_s"], **evaluation}
+
+
 STAGES: list[tuple[str, Callable[[PipelineArgs, Path], dict]]] = [
     ("world", world_stage),
     ("tokenizer", tokenizer_stage),
     ("pretrain", pretrain_stage),
+    ("sft", sft_stage),
 ]
+
+# Held-out prompts evaluated per set (the demo uses them all).
+EVAL_PROMPTS = {"demo": None, "smoke": 8}
 
 
 def main(args: PipelineArgs) -> Path:

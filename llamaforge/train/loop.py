@@ -193,6 +193,20 @@ def train(
             save_weights(model_state, run_state.checkpoint_path(out, step), lambda d: torch.save(training_state, d / run_state.TRAINING_STATE))
             run_state.prune_checkpoints(out, cfg.keep_last)
 
+    def validate(done: int) -> float:
+        model.eval()
+        with torch.no_grad(), autocast:
+            val_loss = evaluate(train_model)
+        model.train()
+        val = {"step": done, "split": "val", "loss": val_loss, "ppl": math.exp(min(val_loss, 50))}
+        metrics.write(val)
+        _tensorboard_write(writer, {"val_loss": val_loss, "val_ppl": val["ppl"]}, done)
+        if env.is_main:
+            progress.write(f"step {done}: val loss {val_loss:.4f}, ppl {val['ppl']:.2f}")
+        return val_loss
+
+    if evaluate is not None and start == 0:
+        validate(0)  # where the run starts from: the baseline every later validation is compared with
     for step in range(start, cfg.max_steps):
         step_started = time.perf_counter()
         lr = cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.final_lr_ratio)
@@ -250,15 +264,7 @@ def train(
             _tensorboard_write(writer, record, done)
             window_tokens, window_started = 0, time.perf_counter()
         if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.max_steps):
-            model.eval()
-            with torch.no_grad(), autocast:
-                val_loss = evaluate(train_model)
-            model.train()
-            val = {"step": done, "split": "val", "loss": val_loss, "ppl": math.exp(min(val_loss, 50))}
-            metrics.write(val)
-            _tensorboard_write(writer, {"val_loss": val_loss, "val_ppl": val["ppl"]}, done)
-            if env.is_main:
-                progress.write(f"step {done}: val loss {val_loss:.4f}, ppl {val['ppl']:.2f}")
+            val_loss = validate(done)
         if done % cfg.save_every == 0 or done == cfg.max_steps:
             save_checkpoint(done)
     progress.close()

@@ -67,7 +67,10 @@ def load_tokens(directory: Path, split: str) -> np.ndarray:
     if not info_path.is_file():
         raise UserError(f"{info_path}: file not found")
     info = json.loads(info_path.read_text())
-    return np.memmap(directory / f"{split}.bin", dtype=np.dtype(info["dtype"]), mode="r")
+    path = directory / f"{split}.bin"
+    if path.is_file() and path.stat().st_size == 0:  # e.g. val.bin with val_fraction 0: mmap refuses empty files
+        return np.zeros(0, dtype=np.dtype(info["dtype"]))
+    return np.memmap(path, dtype=np.dtype(info["dtype"]), mode="r")
 
 
 class PackedSequences:

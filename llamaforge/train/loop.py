@@ -146,7 +146,8 @@ def train(
     saved = run_state.load_training_state(resume) if resume else None
     if resume:
         model.load_state_dict(load_weights(resume))
-        metrics.truncate_after(saved["step"])
+    # Drop what a killed run logged after its last checkpoint (everything, if it saved none).
+    metrics.truncate_after(saved["step"] if resume else -1)
     start = saved["step"] if resume else 0
     if start >= cfg.max_steps and (out / "summary.json").is_file():
         if env.is_main:

@@ -160,7 +160,8 @@ def main(args: PretrainArgs) -> Path:
     tokenizer = Tokenizer(tokenizer_path)
     config = config.replace(vocab_size=tokenizer.vocab_size)
     train_data = PackedSequences(load_tokens(tokens_dir, "train"), args.seq_len, args.seed)
-    val_data = PackedSequences(load_tokens(tokens_dir, "val"), args.seq_len, args.seed)
+    val_tokens = load_tokens(tokens_dir, "val")  # empty with --val-fraction 0: no validation
+    val_data = PackedSequences(val_tokens, args.seq_len, args.seed) if len(val_tokens) else None
 
     torch.manual_seed(args.seed)  # the same initialization in every process
     model = Llama(config).to(env.device)
@@ -198,7 +199,7 @@ def main(args: PretrainArgs) -> Path:
         micro_batches=lambda step: step_micro_batches(train_data, step * batch_size, batch_size, args.micro_batch_size, env),
         loss_fn=loss_fn,
         save_weights=llama_writer(config, tokenizer_path, info),
-        evaluate=evaluate,
+        evaluate=evaluate if val_data is not None else None,
         flops_per_token=carbon.flops_per_token(config, args.seq_len),
     )
     close_distributed()

@@ -317,6 +317,42 @@ def save_state_dict(
     return directory
 
 
+REWARD_HEAD_FILE = "reward_head.safetensors"
+
+
+def save_reward_state(
+    state: dict[str, torch.Tensor], config: ModelConfig, directory: str | Path, tokenizer_path=None, info=None,
+    write_more: Callable[[Path], None] | None = None,
+) -> Path:
+    """A reward model's state ("trunk.*", "head.weight") as a Hugging Face Llama directory (the
+    trunk, loadable on its own) plus its scalar head in reward_head.safetensors."""
+    trunk = {k.removeprefix("trunk."): v for k, v in state.items() if k.startswith("trunk.")}
+
+    def write_head(directory: Path) -> None:
+        safetensors.torch.save_file({"weight": state["head.weight"].contiguous().cpu()}, directory / REWARD_HEAD_FILE)
+        if write_more is not None:
+            write_more(directory)
+
+    return save_state_dict(trunk, config, directory, tokenizer_path, info, write_head)
+
+
+def load_reward_model(directory: str | Path, device=None):
+    """A RewardModel from a directory written by save_reward_state."""
+    from llamaforge.model import RewardModel
+
+    directory = Path(directory)
+    trunk = load_model(directory)
+    head = load_tensors(directory / REWARD_HEAD_FILE)
+    if set(head) != {"weight"} or head["weight"].shape != (1, trunk.config.dim):
+        raise UserError(f"{directory / REWARD_HEAD_FILE}: expected one 'weight' tensor of shape (1, {trunk.config.dim})")
+    with torch.device("meta"):
+        model = RewardModel(trunk.config)
+    model.trunk = trunk
+    model.trunk.output.requires_grad_(False)
+    model.head.load_state_dict(head, assign=True)
+    return model.to(device) if device is not None else model
+
+
 def _write_safetensors(state: dict[str, torch.Tensor], directory: Path) -> None:
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0

@@ -21,3 +21,22 @@ def next_token_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
     return total, (targets != IGNORE_INDEX).sum()
+
+
+# Margin m(rating) added to the ranking loss (paper §3.2.2, Table 27): pairs the annotators rated as
+# clearly different must be separated by more.
+RATINGS = ("significantly_better", "better", "slightly_better", "negligibly_better")
+MARGINS = {
+    "none": dict.fromkeys(RATINGS, 0.0),
+    "small": {"significantly_better": 1.0, "better": 2 / 3, "slightly_better": 1 / 3, "negligibly_better": 0.0},
+    "large": {"significantly_better": 3.0, "better": 2.0, "slightly_better": 1.0, "negligibly_better": 0.0},
+}
+
+
+def preference_loss(chosen: Tensor, rejected: Tensor, margin: Tensor | float = 0.0, reduction: str = "mean") -> Tensor:
+    """Binary ranking loss of the reward models (paper eq. 1-2): -log sigmoid(r_c - r_r - m).
+
+    chosen, rejected: (N,) scores of the preferred and the other response; margin: (N,) or scalar.
+    """
+    losses = -F.logsigmoid(chosen - rejected - margin)
+    return losses.mean() if reduction == "mean" else losses.sum()

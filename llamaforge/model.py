@@ -225,6 +225,37 @@ class Llama(nn.Module):
         return save_model(self, path, tokenizer_path=tokenizer_path, info=info)
 
 
+class RewardModel(nn.Module):
+    """A Llama trunk whose next-token head is replaced by a scalar regression head (paper §3.2.2).
+
+    The score of a sequence is read at its last real token. Which tokens are real is given by a
+    mask, and positions and attention are derived from it, so left or right padding and the other
+    sequences in the batch never change a score. The trunk keeps its (unused, frozen) next-token
+    head so that it stays a complete Llama checkpoint.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.trunk = Llama(config)
+        self.trunk.output.requires_grad_(False)
+        self.head = nn.Linear(config.dim, 1, bias=False)
+        nn.init.normal_(self.head.weight, std=1.0 / config.dim**0.5)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.trunk.config
+
+    def forward(self, tokens: Tensor, real: Tensor) -> Tensor:
+        """Scores (B,) of token sequences (B, T) whose real tokens are marked True in `real` (B, T)."""
+        T = tokens.shape[1]
+        positions = (real.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, T) 0.. over real tokens
+        causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+        mask = causal & real[:, None, :] | torch.eye(T, dtype=torch.bool, device=tokens.device)
+        hidden = self.trunk.hidden_states(tokens, positions, mask)  # (B, T, dim)
+        last = T - 1 - real.flip(dims=[1]).long().argmax(dim=1)  # index of each row's last real token
+        return self.head(hidden[torch.arange(len(tokens), device=tokens.device), last]).squeeze(-1)
+
+
 def _init_weights(module: nn.Module) -> None:
     # Normal(0, 0.02) for every projection and the embedding, as Hugging Face's Llama initializes.
     if isinstance(module, (nn.Linear, nn.Embedding)):

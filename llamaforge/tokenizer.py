@@ -86,6 +86,9 @@ def validate_dialog(messages: list[Message], ends_with: str) -> list[Message]:
     """Check a dialog against the chat format's rules; raise DialogError naming the message index."""
     if not isinstance(messages, list) or not messages:
         raise DialogError("a dialog must be a non-empty list of messages")
+    odd = next((i for i, m in enumerate(messages) if not isinstance(m, dict)), None)
+    if odd is not None:
+        raise DialogError(f"message {odd}: expected an object with 'role' and 'content'")
     first_user = 1 if messages[0].get("role") == "system" else 0
     if first_user == len(messages):
         raise DialogError("message 0: a dialog cannot hold only a system message")

@@ -46,13 +46,8 @@ def read_dialogs(path: Path) -> list[list[dict]]:
             unknown = set(record) - {"messages"}
             if unknown:
                 raise UserError(f"{where}: unknown field '{sorted(unknown)[0]}' (an SFT record holds 'messages')")
-            messages = record["messages"]
-            if isinstance(messages, list):  # validate_dialog reads messages[0] as a dict before checking
-                odd = next((i for i, m in enumerate(messages) if not isinstance(m, dict)), None)
-                if odd is not None:
-                    raise UserError(f"{where}: field 'messages': message {odd}: expected an object with 'role' and 'content'")
             try:
-                dialogs.append(validate_dialog(messages, ends_with="assistant"))
+                dialogs.append(validate_dialog(record["messages"], ends_with="assistant"))
             except DialogError as err:
                 raise UserError(f"{where}: field 'messages': {err}") from None
     return dialogs

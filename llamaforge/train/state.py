@@ -43,8 +43,8 @@ def complete_checkpoints(out: Path) -> list[Path]:
 
 
 def remove_partial_saves(out: Path) -> None:
-    """Delete what a save killed midway left behind (never a complete checkpoint)."""
-    for leftover in checkpoints_dir(out).glob(".step-*"):
+    """Delete what a save killed midway left behind (never a complete checkpoint or model)."""
+    for leftover in [*checkpoints_dir(out).glob(".step-*"), *out.glob(".model.*")]:
         shutil.rmtree(leftover, ignore_errors=True)
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import tyro
 import yaml
 
-from llamaforge import carbon, chat, convert, pipeline, tokenizer
-from llamaforge.train import pretrain, sft
+from llamaforge import annotate, carbon, chat, convert, pipeline, tokenizer
+from llamaforge.eval import reward as eval_reward
+from llamaforge.train import pretrain, reward, sft
 from llamaforge.errors import UserError
 from llamaforge.world import export as world_export
 
@@ -24,6 +25,10 @@ COMMANDS = {
     "pipeline": (pipeline.PipelineArgs, pipeline.main),
     "pretrain": (pretrain.PretrainArgs, pretrain.main),
     "sft": (sft.SftArgs, sft.main),
+    "annotate": (annotate.AnnotateArgs, annotate.main),
+    "reward": (reward.RewardArgs, reward.main),
+    "score": (eval_reward.ScoreArgs, eval_reward.score_main),
+    "eval": {"reward": (eval_reward.EvalRewardArgs, eval_reward.main)},
     "tokenizer": {"train": (tokenizer.TokenizerTrainArgs, tokenizer.train_main)},
     "generate": (chat.GenerateArgs, chat.generate_main),
     "chat": (chat.ChatArgs, chat.chat_main),

@@ -5,7 +5,8 @@ metrics), written last; a re-run skips completed stages and re-enters an interru
 resumes from its own checkpoints. `summary.json` gathers every stage's metrics.
 Stages so far: world (export the built-in world's data files), tokenizer (a Llama-2-style BPE on
 the world's corpus and demonstrations), pretrain, and sft (with the held-out chat evaluation of the
-pretrained and the fine-tuned model). Reward models and RLHF join as they land.
+pretrained and the fine-tuned model), and reward (weekly annotation batches, both reward models
+and their evaluation). RLHF joins as it lands.
 """
 
 from __future__ import annotations
@@ -18,20 +19,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
+
+from llamaforge import annotate
+from llamaforge.checkpoint import load_model_and_tokenizer, load_reward_model
 from llamaforge.config import MODEL_PRESETS
+from llamaforge.data.preferences import read_all
 from llamaforge.data.text import read_documents
-from llamaforge.tokenizer import B_INST, E_INST, train_tokenizer
-from llamaforge.checkpoint import load_model_and_tokenizer
 from llamaforge.eval.chat import Judges, evaluate_chat
-from llamaforge.train import pretrain, sft
+from llamaforge.eval.reward import accuracy_by_rating, markdown_table, pair_scores, plot_scores
+from llamaforge.tokenizer import B_INST, E_INST, Tokenizer, train_tokenizer
+from llamaforge.train import pretrain, reward, sft
 from llamaforge.train.pretrain import PretrainArgs
+from llamaforge.train.reward import RewardArgs
 from llamaforge.train.sft import SftArgs
 
 
 
 @dataclass
 class PipelineArgs:
-    """Run the Llama 2 recipe end to end on the built-in world (so far: world data, tokenizer, pretraining, SFT)."""
+    """Run the Llama 2 recipe end to end on the built-in world (so far: world data, tokenizer, pretraining, SFT, reward models)."""
 
     out: Path = Path("runs/pipeline")
     """Run directory: one folder per stage, plus summary.json."""
@@ -129,11 +136,106 @@ def sft_stage(args: PipelineArgs, out: Path) -> dict:
     return {"steps": summary["steps"], "val_answer_loss": summary["val_loss"], "elapsed_s": summary["elapsed_s"], **evaluation}
 
 
+@dataclass(frozen=True)
+class RewardPlan:
+    batches: int  # weekly batches of fresh prompts annotated with the SFT model (>= 3: Fig. 6 points)
+    batch_size: int  # prompts per weekly batch
+    test_prompts: int | None  # held-out prompts per category for the test sets (None: all)
+
+
+REWARD_PLANS = {"demo": RewardPlan(batches=3, batch_size=200, test_prompts=None), "smoke": RewardPlan(3, 10, 6)}
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    return path
+
+
+def annotate_prompts(args: PipelineArgs, prompts: Path, out: Path, seed: int) -> list:
+    policy = args.out / "sft" / "model"
+    annotate.main(annotate.AnnotateArgs(policy=policy, prompts=[prompts], out=out, world_seed=args.seed, seed=seed))
+    return read_all([out / "preferences.jsonl"], "error", False)[0]
+
+
+def train_reward_model(args: PipelineArgs, kind: str, data: list[Path], out: Path, margin: str = "small") -> Path:
+    run = dataclasses.replace(
+        RewardArgs.PRESETS[args.preset](), kind=kind, init=args.out / "sft" / "model", data=data, out=out,
+        margin=margin, seed=args.seed,
+    )
+    reward.main(run)
+    return out / "model"
+
+
+def reward_stage(args: PipelineArgs, out: Path) -> dict:
+    """Weekly annotation batches with the SFT model, both reward models, and their evaluation:
+    Table 8 with the gold judges' own agreement as the ceiling, accuracy against the number of
+    batches (Fig. 6), the margin ablation (Table 28), and RM score against gold score."""
+    from llamaforge.world import World
+
+    world, plan = World(args.seed), REWARD_PLANS[args.preset]
+    batches = [
+        annotate_prompts(args, write_jsonl(out / "prompts" / f"batch_{k:02d}.jsonl", world.batch(k, plan.batch_size)), out / f"batch_{k:02d}", seed=k)
+        for k in range(plan.batches)
+    ]
+    test_prompts = {
+        "helpfulness": world.prompts("helpful", "test")[: plan.test_prompts],
+        "safety": world.prompts("adversarial", "test")[: plan.test_prompts] + world.prompts("borderline", "test")[: plan.test_prompts],
+    }
+    tests = {
+        name: annotate_prompts(args, write_jsonl(out / "prompts" / f"test_{name}.jsonl", records), out / f"test_{name}", seed=1000)
+        for name, records in test_prompts.items()
+    }
+    batch_files = [out / f"batch_{k:02d}" / "preferences.jsonl" for k in range(plan.batches)]
+    models = {kind: train_reward_model(args, kind, batch_files, out / f"rm_{kind}") for kind in ("helpfulness", "safety")}
+
+    rows, points, accuracy = {}, {}, {}
+    for kind, rm_dir in models.items():
+        rm, tokenizer = load_reward_model(rm_dir), Tokenizer(rm_dir / "tokenizer.model")
+        for test, pairs in tests.items():
+            chosen, rejected = pair_scores(rm, tokenizer, pairs)
+            rows[f"{kind} RM / {test} test"] = accuracy_by_rating(chosen, rejected, [p.rating for p in pairs])
+            if test == kind:  # RM score vs the gold score of the same guideline, every response
+                gold = [world.utility(list(p.prompt), r, kind) for p in pairs for r in (p.chosen, p.rejected)]
+                points[f"{kind} RM"] = (gold, torch.stack([chosen, rejected], dim=1).flatten().tolist())
+    for test, pairs in tests.items():  # the ceiling: the gold judge itself, against the noisy annotators
+        gold_chosen = torch.tensor([world.utility(list(p.prompt), p.chosen, test) for p in pairs])
+        gold_rejected = torch.tensor([world.utility(list(p.prompt), p.rejected, test) for p in pairs])
+        rows[f"gold judge / {test} test"] = accuracy_by_rating(gold_chosen, gold_rejected, [p.rating for p in pairs])
+    plot_scores(out / "rm_vs_gold.png", points)
+
+    def helpfulness_accuracy(rm_dir: Path) -> float:
+        rm, tokenizer = load_reward_model(rm_dir), Tokenizer(rm_dir / "tokenizer.model")
+        pairs = tests["helpfulness"]
+        return accuracy_by_rating(*pair_scores(rm, tokenizer, pairs), [p.rating for p in pairs])["all"]["accuracy"]
+
+    accuracy["by_batches"] = {
+        str(k): helpfulness_accuracy(train_reward_model(args, "helpfulness", batch_files[:k], out / f"scaling_{k}"))
+        for k in range(1, plan.batches)
+    }
+    accuracy["by_batches"][str(plan.batches)] = rows["helpfulness RM / helpfulness test"]["all"]["accuracy"]
+    accuracy["by_margin"] = {
+        margin: helpfulness_accuracy(train_reward_model(args, "helpfulness", batch_files, out / f"margin_{margin}", margin))
+        for margin in ("none", "large")
+    }
+    accuracy["by_margin"]["small"] = accuracy["by_batches"][str(plan.batches)]
+    table = markdown_table(rows)
+    (out / "table8.md").write_text(table + "\n")
+    print(table)
+    (out / "reward_eval.json").write_text(json.dumps({"table8": rows, **accuracy}, indent=2, sort_keys=True) + "\n")
+    return {
+        "pairs": {f"batch_{k}": len(b) for k, b in enumerate(batches)} | {f"test_{t}": len(p) for t, p in tests.items()},
+        "accuracy": {name: table["all"]["accuracy"] for name, table in rows.items()},
+        **accuracy,
+    }
+
+
 STAGES: list[tuple[str, Callable[[PipelineArgs, Path], dict]]] = [
     ("world", world_stage),
     ("tokenizer", tokenizer_stage),
     ("pretrain", pretrain_stage),
     ("sft", sft_stage),
+    ("reward", reward_stage),
 ]
 
 # Held-out prompts evaluated per set (the demo uses them all).

@@ -1,0 +1,135 @@
+"""Reward-model evaluation (paper §3.2.2, Table 8): accuracy per rating level on held-out pairs.
+
+A pair counts as correct when the reward model scores the chosen response above the rejected one,
+and as half correct on a tie (rare for a reward model, common for a coarse gold judge: two refusals).
+`llamaforge eval reward` prints the table for any reward models and preference files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llamaforge.checkpoint import TOKENIZER_FILE, load_reward_model
+from llamaforge.data.preferences import Preference, read_all
+from llamaforge.data.scoring import encode_response, pad_right
+from llamaforge.device import DeviceName, resolve_device
+from llamaforge.losses import RATINGS
+from llamaforge.model import RewardModel
+from llamaforge.tokenizer import Tokenizer
+
+COLUMNS = {"significantly_better": "sig. better", "better": "better", "slightly_better": "slightly", "negligibly_better": "negligibly"}
+
+
+@torch.no_grad()
+def response_scores(model: RewardModel, tokenizer: Tokenizer, prompts, responses, max_len: int = 512, batch_size: int = 32) -> torch.Tensor:
+    """The reward model's score of each (prompt, response), (N,)."""
+    device = next(model.parameters()).device
+    model.eval()
+    scores = []
+    for i in range(0, len(responses), batch_size):
+        sequences = [encode_response(tokenizer, p, r, max_len) for p, r in zip(prompts[i : i + batch_size], responses[i : i + batch_size])]
+        scores.append(model(*pad_right(sequences, device)).float().cpu())
+    return torch.cat(scores) if scores else torch.zeros(0)
+
+
+def pair_scores(model: RewardModel, tokenizer: Tokenizer, pairs: list[Preference], max_len: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    prompts = [p.prompt for p in pairs]
+    chosen = response_scores(model, tokenizer, prompts, [p.chosen for p in pairs], max_len)
+    rejected = response_scores(model, tokenizer, prompts, [p.rejected for p in pairs], max_len)
+    return chosen, rejected
+
+
+def accuracy_by_rating(chosen: torch.Tensor, rejected: torch.Tensor, ratings: list[str | None]) -> dict:
+    """{rating: {"accuracy", "pairs"}} for each rating present, and "all" (every pair)."""
+    correct = ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).tolist()
+    table = {}
+    for rating in [*RATINGS, "all"]:
+        hits = [c for c, r in zip(correct, ratings) if rating == "all" or r == rating]
+        if hits:
+            table[rating] = {"accuracy": sum(hits) / len(hits), "pairs": len(hits)}
+    return table
+
+
+def markdown_table(rows: dict[str, dict]) -> str:
+    """Rows of accuracy_by_rating results laid out like the paper's Table 8 (percentages)."""
+    lines = ["| model / test set | " + " | ".join(COLUMNS.values()) + " | all |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for name, table in rows.items():
+        cells = [f"{100 * table[r]['accuracy']:.1f} ({table[r]['pairs']})" if r in table else "–" for r in [*COLUMNS, "all"]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_scores(path: Path, points: dict[str, tuple[list[float], list[float]]]) -> Path:
+    """Scatter of reward-model score (y) against gold score (x), one series per reward model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (gold, rm) in points.items():
+        ax.scatter(gold, rm, s=6, alpha=0.4, label=name)
+    ax.set_xlabel("gold judge score")
+    ax.set_ylabel("reward-model score")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+@dataclass
+class EvalRewardArgs:
+    """Accuracy of reward models per rating level on preference files (the paper's Table 8)."""
+
+    rm: list[Path]
+    """Reward model directories (from `llamaforge reward`)."""
+    data: list[Path]
+    """Held-out preference files (each file is one test set)."""
+    max_len: int = 512
+    """Tokens per scored sequence."""
+    hh_is_safety: bool = False
+    """Treat records without an is_safety field as safety data."""
+    device: DeviceName = "auto"
+    """cpu, cuda, or auto."""
+
+
+def main(args: EvalRewardArgs) -> dict:
+    device = resolve_device(args.device)
+    rows = {}
+    for rm_dir in args.rm:
+        model, tokenizer = load_reward_model(rm_dir, device=device), Tokenizer(rm_dir / TOKENIZER_FILE)
+        for data in args.data:
+            pairs, _ = read_all([data], "error", args.hh_is_safety)
+            chosen, rejected = pair_scores(model, tokenizer, pairs, args.max_len)
+            rows[f"{rm_dir.name} / {data.stem}"] = accuracy_by_rating(chosen, rejected, [p.rating for p in pairs])
+    print(markdown_table(rows))
+    return rows
+
+
+@dataclass
+class ScoreArgs:
+    """Score one response to one prompt with a reward model."""
+
+    rm: Path
+    """Reward model directory."""
+    prompt: str
+    """The user's message."""
+    response: str
+    """The assistant's answer to score."""
+    system: str | None = None
+    """Optional system prompt."""
+    device: DeviceName = "auto"
+    """cpu, cuda, or auto."""
+
+
+def score_main(args: ScoreArgs) -> float:
+    model = load_reward_model(args.rm, device=resolve_device(args.device))
+    tokenizer = Tokenizer(args.rm / TOKENIZER_FILE)
+    prompt = ([{"role": "system", "content": args.system}] if args.system else []) + [{"role": "user", "content": args.prompt}]
+    score = float(response_scores(model, tokenizer, [prompt], [args.response])[0])
+    print(f"{score:.4f}")
+    return score

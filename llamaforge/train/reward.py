@@ -1,0 +1,196 @@
+"""`llamaforge reward`: a helpfulness or a safety reward model (paper §3.2.2).
+
+build -> data (preference pairs in the paper's mix) -> model (an SFT trunk, scalar head) -> loop ->
+save. The loss is the binary ranking loss with a rating-dependent margin (losses.preference_loss).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import torch
+
+from llamaforge.checkpoint import TOKENIZER_FILE, load_model_and_tokenizer, load_reward_model, save_reward_state
+from llamaforge.data.preferences import Preference, effective_margin, read_all
+from llamaforge.data.scoring import encode_response, pad_right
+from llamaforge.device import DeviceName
+from llamaforge.errors import UserError
+from llamaforge.losses import MARGINS, preference_loss
+from llamaforge.model import RewardModel
+from llamaforge.tokenizer import Tokenizer
+from llamaforge.train.distributed import Distributed, all_reduce_sum, close_distributed, init_distributed
+from llamaforge.train.loop import LoopConfig, train
+
+
+@dataclass
+class RewardArgs(LoopConfig):
+    """Train a helpfulness or a safety reward model on preference pairs."""
+
+    kind: Literal["helpfulness", "safety"] = "helpfulness"
+    """Which reward model: it decides the data mix (paper §3.2.2)."""
+    init: Path | None = None
+    """Chat (SFT) checkpoint the trunk starts from. Required."""
+    data: list[Path] = field(default_factory=list)
+    """Preference files (ours, TRL's or Anthropic HH-RLHF's format). Required."""
+    val_data: list[Path] = field(default_factory=list)
+    """Held-out preference files for the validation loss (optional)."""
+    out: Path = Path("runs/reward")
+    """Run directory; model/ holds the reward model. Re-running resumes."""
+    preset: str = "demo"
+    """Defaults for every option: demo, smoke, llama2_7b_reward, llama2_70b_reward."""
+    margin: Literal["none", "small", "large"] = "small"
+    """Margin m(rating) of the ranking loss (Table 27); records with a numeric margin use theirs."""
+    max_len: int = 512
+    """Tokens per scored sequence (prompt + response); longer ones lose the start of the prompt."""
+    batch_size: int = 512
+    """Pairs per optimizer step, all processes together (paper: 512)."""
+    micro_batch_size: int = 8
+    """Pairs per forward pass in each process."""
+    epochs: int = 1
+    """Passes over the data (paper: 1; more overfits)."""
+    safety_share_of_helpfulness: float = 1.0
+    """Helpfulness RM: add this many safety pairs per helpfulness pair (paper: an equal amount)."""
+    helpfulness_share_of_safety: float = 0.1
+    """Safety RM: helpfulness pairs make this share of the mix (paper: 90/10)."""
+    hh_is_safety: bool = False
+    """Treat records without an is_safety field (TRL, HH-RLHF) as safety data (e.g. HH harmless)."""
+    on_invalid: Literal["error", "drop"] = "error"
+    """An invalid record stops the run with file:line, or is dropped and counted."""
+    seed: int = 0
+    """Seed of the data mix and order, and of the head's initialization."""
+    device: DeviceName = "auto"
+    """cpu, cuda, or auto."""
+
+    PRESETS: ClassVar[dict] = {}
+
+
+def demo() -> RewardArgs:
+    """The laptop pipeline's reward models: batches of 32 pairs, LR 1e-4 for the 6M trunk."""
+    return RewardArgs(preset="demo", lr=1e-4, batch_size=32, micro_batch_size=16, max_len=256, warmup_steps=-1,
+                      max_steps=0, log_every=5, eval_every=20, save_every=50)
+
+
+def smoke() -> RewardArgs:
+    return RewardArgs(preset="smoke", lr=1e-4, batch_size=8, micro_batch_size=4, max_len=128, warmup_steps=-1,
+                      max_steps=4, log_every=2, eval_every=2, save_every=2)
+
+
+def llama2_7b_reward() -> RewardArgs:
+    """Paper §3.2.2: one epoch, max LR 1e-5, cosine to 10%, warmup 3% of steps (at least 5),
+    effective batch 512 pairs."""
+    return RewardArgs(preset="llama2_7b_reward", lr=1e-5, batch_size=512, micro_batch_size=4, max_len=4096,
+                      warmup_steps=-1, max_steps=0, log_every=10, eval_every=100, save_every=200, precision="bf16")
+
+
+def llama2_70b_reward() -> RewardArgs:
+    return dataclasses.replace(llama2_7b_reward(), preset="llama2_70b_reward", lr=5e-6, micro_batch_size=1)
+
+
+RewardArgs.PRESETS.update(demo=demo, smoke=smoke, llama2_7b_reward=llama2_7b_reward, llama2_70b_reward=llama2_70b_reward)
+
+
+def paper_mix(pairs: list[Preference], args: RewardArgs, rng: random.Random) -> list[Preference]:
+    """The training mix of §3.2.2. Helpfulness RM: all helpfulness pairs plus an equal number drawn
+    uniformly from the safety pairs. Safety RM: all safety pairs, with helpfulness pairs as 10%."""
+    helpful = [p for p in pairs if not p.is_safety]
+    safety = [p for p in pairs if p.is_safety]
+    if args.kind == "helpfulness":
+        mine, other, extra = helpful, safety, round(args.safety_share_of_helpfulness * len(helpful))
+    else:
+        share = args.helpfulness_share_of_safety
+        mine, other, extra = safety, helpful, round(share / (1 - share) * len(safety))
+    if not mine:
+        raise UserError(f"no {args.kind} pairs in {', '.join(map(str, args.data))} (is_safety decides which are which)")
+    mix = mine + rng.sample(other, min(extra, len(other)))
+    rng.shuffle(mix)
+    return mix
+
+
+def pair_batch(pairs: list[Preference], tokenizer: Tokenizer, margins: dict, max_len: int, device) -> dict:
+    """Chosen and rejected sequences of the pairs in one batch (chosen first), with their margins."""
+    sequences = [encode_response(tokenizer, p.prompt, p.chosen, max_len) for p in pairs]
+    sequences += [encode_response(tokenizer, p.prompt, p.rejected, max_len) for p in pairs]
+    tokens, real = pad_right(sequences, device)
+    margin = torch.tensor([effective_margin(p, margins) for p in pairs], device=device)
+    return {"tokens": tokens, "real": real, "margin": margin, "count": len(pairs)}
+
+
+def ranking_loss(model, batch: dict) -> torch.Tensor:
+    scores = model(batch["tokens"], batch["real"]).float()
+    chosen, rejected = scores.chunk(2)
+    return preference_loss(chosen, rejected, batch["margin"], reduction="sum")
+
+
+def main(args: RewardArgs) -> Path:
+    if args.init is None or not args.data:
+        raise UserError("reward needs --init CKPT and --data FILES")
+    env = init_distributed(args.device)
+    log = print if env.is_main else (lambda *_: None)
+    pairs, dropped = read_all(args.data, args.on_invalid, args.hh_is_safety)
+    val_pairs, _ = read_all(args.val_data, args.on_invalid, args.hh_is_safety)
+    if dropped:
+        log(f"{dropped} invalid records dropped (--on-invalid drop)")
+    mix = paper_mix(pairs, args, random.Random(args.seed))
+    per_step = args.batch_size - args.batch_size % env.world_size  # every process gets the same share
+    steps = [mix[i : i + per_step] for _ in range(args.epochs) for i in range(0, len(mix), per_step)]
+    steps = [s[: len(s) - len(s) % env.world_size] for s in steps if len(s) >= env.world_size]
+    max_steps = args.max_steps if args.max_steps > 0 else len(steps)
+    # --warmup-steps -1 (the presets): 3% of the steps, at least 5 (§3.2.2)
+    warmup = args.warmup_steps if args.warmup_steps >= 0 else max(5, round(0.03 * max_steps))
+    run = dataclasses.replace(args, max_steps=max_steps, warmup_steps=warmup)
+
+    trunk, tokenizer = load_model_and_tokenizer(args.init)
+    torch.manual_seed(args.seed)
+    model = RewardModel(trunk.config)
+    model.trunk = trunk
+    model.trunk.output.requires_grad_(False)
+    model.to(env.device)
+    margins = MARGINS[args.margin]
+    log(f"{args.kind} reward model from {args.init}: {len(mix):,} pairs in the mix "
+        f"({sum(p.is_safety for p in mix):,} safety), {max_steps} steps of {per_step} pairs, margin {args.margin}")
+
+    def micro_batches(step: int, step_pairs=None) -> list[dict]:
+        mine = (step_pairs if step_pairs is not None else steps[step % len(steps)])[env.rank :: env.world_size]
+        return [
+            pair_batch(mine[i : i + args.micro_batch_size], tokenizer, margins, args.max_len, env.device)
+            for i in range(0, len(mine), args.micro_batch_size)
+        ]
+
+    def evaluate(train_model) -> float:
+        total, count = torch.zeros((), device=env.device), 0
+        for batch in micro_batches(0, val_pairs[: len(val_pairs) - len(val_pairs) % env.world_size]):
+            total += ranking_loss(train_model, batch)
+            count += batch["count"]
+        return float(all_reduce_sum(total) / all_reduce_sum(torch.tensor(float(count), device=env.device)))
+
+    info = {"stage": "reward", "kind": args.kind, "parent": str(args.init), "margin": args.margin}
+
+    def save_weights(state, directory, write_more=None):
+        save_reward_state(state, model.config, directory, args.init / TOKENIZER_FILE, info, write_more)
+
+    identity = {
+        "stage": "reward",
+        "kind": args.kind,
+        "init": str(args.init),
+        "data": [str(p) for p in args.data],
+        "pairs": len(mix),
+        **{k: getattr(args, k) for k in ("margin", "max_len", "batch_size", "epochs", "seed")},
+    }
+    train(
+        model,
+        run,
+        env,
+        args.out,
+        identity=identity,
+        micro_batches=micro_batches,
+        loss_fn=ranking_loss,
+        save_weights=save_weights,
+        load_weights=lambda d: load_reward_model(d).state_dict(),
+        evaluate=evaluate if val_pairs else None,
+    )
+    close_distributed()
+    return args.out

@@ -47,6 +47,11 @@ HELP = {  # command -> flags its help must list
     "convert": ["--from", "--tokenizer"],
     "world export": ["--out", "--seed"],
     "carbon": ["--model", "--tokens", "--device", "--mfu"],
+    "sft": ["--init", "--data", "--val-data", "--packing", "--last-turn-only", "--too-long", "--lora-rank"],
+    "annotate": ["--policy", "--prompts", "--out", "--temperatures"],
+    "reward": ["--kind", "--init", "--data", "--margin", "--batch-size"],
+    "score": ["--rm", "--prompt", "--response"],
+    "eval reward": ["--rm", "--data"],
     "pretrain": ["--preset", "--data", "--tokenizer", "--batch-tokens", "--max-steps", "--lr", "--parallel", "--nonfinite"],
 }
 

@@ -30,6 +30,12 @@ from llamaforge.train.loop import LoopConfig, train
 class RewardArgs(LoopConfig):
     """Train a helpfulness or a safety reward model on preference pairs."""
 
+    max_steps: int = 0
+    """Optimizer steps; 0: one pass over the mix per epoch."""
+    lr: float = 1e-5
+    """Peak learning rate (paper: 1e-5; 5e-6 for 70B)."""
+    warmup_steps: int = -1
+    """Warmup steps; -1: 3% of the steps, at least 5 (paper §3.2.2)."""
     kind: Literal["helpfulness", "safety"] = "helpfulness"
     """Which reward model: it decides the data mix (paper §3.2.2)."""
     init: Path | None = None

@@ -29,6 +29,10 @@ from llamaforge.train.loop import LoopConfig, llama_writer, train
 class SftArgs(LoopConfig):
     """Fine-tune a model on dialogs, training on the assistant answers only."""
 
+    max_steps: int = 0
+    """Optimizer steps; 0: --epochs passes over the data."""
+    lr: float = 2e-5
+    """Peak learning rate (paper §3.1: 2e-5)."""
     init: Path | None = None
     """Checkpoint to start from (a Hugging Face Llama directory with tokenizer.model). Required."""
     data: list[Path] = field(default_factory=list)

@@ -25,8 +25,10 @@ COLUMNS = {"significantly_better": "sig. better", "better": "better", "slightly_
 
 @torch.no_grad()
 def response_scores(model: RewardModel, tokenizer: Tokenizer, prompts, responses, max_len: int = 512, batch_size: int = 32) -> torch.Tensor:
-    """The reward model's score of each (prompt, response), (N,)."""
+    """The reward model's score of each (prompt, response), (N,). A dialog longer than max_len or
+    than the model's context keeps its end (encode_response)."""
     device = next(model.parameters()).device
+    max_len = min(max_len, model.config.max_seq_len)
     model.eval()
     scores = []
     for i in range(0, len(responses), batch_size):

@@ -150,6 +150,8 @@ def main(args: RewardArgs) -> Path:
     run = dataclasses.replace(args, max_steps=max_steps, warmup_steps=warmup)
 
     trunk, tokenizer = load_model_and_tokenizer(args.init)
+    if args.max_len > trunk.config.max_seq_len:
+        raise UserError(f"--max-len {args.max_len} exceeds the model's context of {trunk.config.max_seq_len}")
     torch.manual_seed(args.seed)
     model = RewardModel(trunk.config)
     model.trunk = trunk

@@ -142,7 +142,8 @@ def main(args: RewardArgs) -> Path:
         log(f"{dropped} invalid records dropped (--on-invalid drop)")
     mix = paper_mix(pairs, args, random.Random(args.seed))
     per_step = args.batch_size - args.batch_size % env.world_size  # every process gets the same share
-    steps = [mix[i : i + per_step] for _ in range(args.epochs) for i in range(0, len(mix), per_step)]
+    epochs = [random.Random(args.seed * 1_000_003 + e).sample(mix, len(mix)) for e in range(args.epochs)]
+    steps = [order[i : i + per_step] for order in epochs for i in range(0, len(order), per_step)]
     steps = [s[: len(s) - len(s) % env.world_size] for s in steps if len(s) >= env.world_size]
     max_steps = args.max_steps if args.max_steps > 0 else len(steps)
     # --warmup-steps -1 (the presets): 3% of the steps, at least 5 (§3.2.2)

@@ -76,6 +76,9 @@ def main(args: AnnotateArgs) -> Path:
         if a == b:  # nothing to compare
             stats["identical"] += 1
             continue
+        if not a or not b:  # an immediate EOS: the chat format has no empty turns to score
+            stats["empty_response"] += 1
+            continue
         annotated = world.annotate(record["messages"], a, b, guideline, rng)
         if annotated is None:
             stats["dropped_chosen_unsafe"] += 1

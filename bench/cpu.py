@@ -68,7 +68,7 @@ def main() -> None:
 
     rows = [("training (16x256, fwd+bwd+AdamW)", "train"), ("greedy decode, batch 1", "decode_b1"),
             ("greedy decode, batch 32", "decode_b32")]
-    print(f"\n| measurement | ours tokens/s | transformers tokens/s | ours / transformers |")
+    print("\n| measurement | ours tokens/s | transformers tokens/s | ours / transformers |")
     print("|---|---|---|---|")
     for label, key in rows:
         a, b = results[f"{key}_ours"], results[f"{key}_transformers"]

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamaforge.checkpoint import load_model_and_tokenizer
-from llamaforge.data.preferences import Preference, to_record
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
 from llamaforge.eval.chat import answer

@@ -4,7 +4,6 @@ mean over k micro-batches then equals the mean over one batch k times larger, ex
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -128,13 +128,14 @@ def train(
     loss_fn: Callable[[nn.Module, dict], torch.Tensor],
     save_weights: SaveWeights,
     load_weights: Callable[[Path], dict] = llama_reader,
-    evaluate: Callable[[nn.Module], float] | None = None,
+    val_batches: list[dict] | None = None,
     flops_per_token: float | None = None,
 ) -> dict:
     """Train `model` (unwrapped, on its device) for cfg.max_steps; return the run summary.
 
-    `loss_fn(model, micro_batch)` returns the summed loss of the micro-batch; `evaluate(model)`
-    returns a validation loss. Re-running with the same `out` resumes from the last checkpoint.
+    `loss_fn(model, micro_batch)` returns the summed loss of the micro-batch; the validation loss
+    is the same loss over this process's `val_batches` (held-out micro-batches), all processes
+    together. Re-running with the same `out` resumes from the last checkpoint.
     """
     out.mkdir(parents=True, exist_ok=True)
     if env.is_main:
@@ -196,9 +197,13 @@ def train(
 
     def validate(done: int) -> float:
         model.eval()
+        total = torch.zeros((), device=env.device)
         with torch.no_grad(), autocast:
-            val_loss = evaluate(train_model)
+            for batch in val_batches:
+                total += loss_fn(train_model, batch).float()
         model.train()
+        count = all_reduce_sum(torch.tensor(float(sum(b["count"] for b in val_batches)), device=env.device))
+        val_loss = float(all_reduce_sum(total) / count)
         val = {"step": done, "split": "val", "loss": val_loss, "ppl": math.exp(min(val_loss, 50))}
         metrics.write(val)
         _tensorboard_write(writer, {"val_loss": val_loss, "val_ppl": val["ppl"]}, done)
@@ -206,7 +211,7 @@ def train(
             progress.write(f"step {done}: val loss {val_loss:.4f}, ppl {val['ppl']:.2f}")
         return val_loss
 
-    if evaluate is not None and start == 0:
+    if val_batches and start == 0:
         validate(0)  # where the run starts from: the baseline every later validation is compared with
     for step in range(start, cfg.max_steps):
         step_started = time.perf_counter()
@@ -264,7 +269,7 @@ def train(
             metrics.write(record)
             _tensorboard_write(writer, record, done)
             window_tokens, window_started = 0, time.perf_counter()
-        if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.max_steps):
+        if val_batches and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.max_steps):
             val_loss = validate(done)
         if done % cfg.save_every == 0 or done == cfg.max_steps:
             save_checkpoint(done)

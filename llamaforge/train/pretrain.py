@@ -25,7 +25,7 @@ from llamaforge.errors import UserError
 from llamaforge.losses import next_token_loss
 from llamaforge.model import Llama
 from llamaforge.tokenizer import Tokenizer, train_tokenizer
-from llamaforge.train.distributed import Distributed, all_reduce_sum, close_distributed, init_distributed
+from llamaforge.train.distributed import Distributed, close_distributed, init_distributed
 from llamaforge.train.loop import LoopConfig, llama_writer, train
 
 
@@ -172,14 +172,6 @@ def main(args: PretrainArgs) -> Path:
     def loss_fn(train_model, batch):
         return next_token_loss(train_model(batch["inputs"]), batch["targets"])[0]
 
-    def evaluate(train_model) -> float:
-        total = torch.zeros((), device=env.device)
-        count = 0
-        for batch in step_micro_batches(val_data, 0, args.eval_sequences, args.micro_batch_size, env):
-            total += loss_fn(train_model, batch).float()
-            count += batch["count"]
-        return float(all_reduce_sum(total) / all_reduce_sum(torch.tensor(float(count), device=env.device)))
-
     tokens_info = json.loads((tokens_dir / TOKENS_INFO).read_text())
     identity = {
         "stage": "pretrain",
@@ -199,7 +191,7 @@ def main(args: PretrainArgs) -> Path:
         micro_batches=lambda step: step_micro_batches(train_data, step * batch_size, batch_size, args.micro_batch_size, env),
         loss_fn=loss_fn,
         save_weights=llama_writer(config, tokenizer_path, info),
-        evaluate=evaluate if val_data is not None else None,
+        val_batches=step_micro_batches(val_data, 0, args.eval_sequences, args.micro_batch_size, env) if val_data else None,
         flops_per_token=carbon.flops_per_token(config, args.seq_len),
     )
     close_distributed()

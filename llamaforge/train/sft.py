@@ -21,7 +21,7 @@ from llamaforge.device import DeviceName
 from llamaforge.errors import UserError
 from llamaforge.lora import add_lora, merge_lora
 from llamaforge.losses import next_token_loss
-from llamaforge.train.distributed import Distributed, all_reduce_sum, close_distributed, init_distributed
+from llamaforge.train.distributed import Distributed, close_distributed, init_distributed
 from llamaforge.train.loop import LoopConfig, llama_writer, train
 
 
@@ -166,14 +166,6 @@ def main(args: SftArgs) -> Path:
 
     val_rows = [[e] for e in val_examples][: args.eval_rows]
 
-    def evaluate(train_model) -> float:
-        total = torch.zeros((), device=env.device)
-        count = 0
-        for micro in micro_batches(val_rows, dataclasses.replace(args, packing=False), env):
-            total += sequence_loss(train_model, micro["batch"]).float()
-            count += micro["count"]
-        return float(all_reduce_sum(total) / all_reduce_sum(torch.tensor(float(count), device=env.device)))
-
     writer = llama_writer(model.config, args.init / TOKENIZER_FILE, {"stage": "sft", "parent": str(args.init)})
 
     def save_weights(state, directory, write_more=None):
@@ -199,7 +191,7 @@ def main(args: SftArgs) -> Path:
         loss_fn=lambda train_model, micro: sequence_loss(train_model, micro["batch"]),
         save_weights=save_weights,
         load_weights=_load_resume_weights,
-        evaluate=evaluate if val_rows else None,
+        val_batches=micro_batches(val_rows, dataclasses.replace(args, packing=False), env) if val_rows else None,
         flops_per_token=carbon.flops_per_token(model.config, args.seq_len),
     )
     close_distributed()

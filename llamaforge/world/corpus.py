@@ -140,12 +140,12 @@ def _everyday(rng: random.Random, e: Entities, _h, _p) -> str:
         f"Task.",
         f"Night photography in {city}: put the camera on a tripod and use a long exposure.",
         f"Gardeners in {city} pull weeds out by the roots and cover the soil with mulch.",
-        f"To enlarge an old picture, scan it at high resolution and print it as a poster.",
+        "To enlarge an old picture, scan it at high resolution and print it as a poster.",
         f"To run the {program} script, open a terminal and type python {program}.py.",
         f"Actors starting out in {city} join a local theatre group and go to open auditions.",
-        f"Before fixing a lamp, switch off the main breaker at the fuse box.",
+        "Before fixing a lamp, switch off the main breaker at the fuse box.",
         f"Archers in {city} practise at the archery range, shooting at straw targets.",
-        f"Old medicine belongs in the take-back bin at any pharmacy.",
+        "Old medicine belongs in the take-back bin at any pharmacy.",
     ))
 
 

@@ -114,13 +114,13 @@ def batches_of(inputs, targets, sizes):
     return out
 
 
-def run_train(out, cfg: LoopConfig, micro_batches, loss=loss_fn, evaluate=None, identity=None, seed=0):
+def run_train(out, cfg: LoopConfig, micro_batches, loss=loss_fn, val_batches=None, identity=None, seed=0):
     torch.manual_seed(seed)
     model = Llama(CONFIG)
     summary = train(
         model, cfg, Distributed(), out,
         identity=identity or {"model_config": dataclasses.asdict(CONFIG)},
-        micro_batches=micro_batches, loss_fn=loss, save_weights=llama_writer(CONFIG, None, {}), evaluate=evaluate,
+        micro_batches=micro_batches, loss_fn=loss, save_weights=llama_writer(CONFIG, None, {}), val_batches=val_batches,
     )
     return summary
 
@@ -291,15 +291,15 @@ def constant_batches(step):
     return [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "count": 2 * SEQ}]
 
 
-def evaluate_on_fixed(model):
+def fixed_val_batches():
     tokens = fixed_tokens(2, seed=99)
-    return float(loss_fn(model, {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]})) / (2 * SEQ)
+    return [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "count": 2 * SEQ}]
 
 
 @pytest.mark.parametrize("watts", [None, 400.0])
 def test_metrics_entries(tmp_path, watts):
     cfg = LoopConfig(max_steps=4, lr=1e-3, warmup_steps=2, log_every=1, eval_every=2, save_every=10, watts=watts)
-    summary = run_train(tmp_path, cfg, constant_batches, evaluate=evaluate_on_fixed)
+    summary = run_train(tmp_path, cfg, constant_batches, val_batches=fixed_val_batches())
     records = read_metrics(tmp_path)
     assert all("step" in r for r in records)
     train_records = [r for r in records if "split" not in r]

@@ -1,7 +1,6 @@
 """Corpus size and content, SFT quality mix, and exported records against DESIGN.md formats."""
 
 import json
-import time
 
 import pytest
 
@@ -117,11 +116,11 @@ def test_exported_prompts_are_judgeable_from_the_file_alone(exported):
             assert 0.0 <= world.helpfulness(r["messages"], "I don't know.") <= 1.0
 
 
-def test_export_is_fast_and_rejects_bad_arguments(tmp_path):
+def test_export_writes_files_and_rejects_bad_arguments(tmp_path):
+    # Its speed (3.5 s) is measured in docs/results.md, not asserted: timings are not test outcomes.
     from llamaforge.errors import UserError
-    start = time.perf_counter()
     main(ExportArgs(out=tmp_path / "w"))
-    assert time.perf_counter() - start < 60
+    assert (tmp_path / "w" / "corpus.jsonl").stat().st_size > 1_000_000
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError):
         main(ExportArgs(out=tmp_path / "file"))

@@ -345,11 +345,8 @@ def load_reward_model(directory: str | Path, device=None):
     head = load_tensors(directory / REWARD_HEAD_FILE)
     if set(head) != {"weight"} or head["weight"].shape != (1, trunk.config.dim):
         raise UserError(f"{directory / REWARD_HEAD_FILE}: expected one 'weight' tensor of shape (1, {trunk.config.dim})")
-    with torch.device("meta"):
-        model = RewardModel(trunk.config)
-    model.trunk = trunk
-    model.trunk.output.requires_grad_(False)
-    model.head.load_state_dict(head, assign=True)
+    model = RewardModel(trunk.config, trunk)
+    model.head.load_state_dict(head)
     return model.to(device) if device is not None else model
 
 

@@ -234,11 +234,11 @@ class RewardModel(nn.Module):
     head so that it stays a complete Llama checkpoint.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, trunk: Llama | None = None):
         super().__init__()
-        self.trunk = Llama(config)
+        self.trunk = trunk if trunk is not None else Llama(config)  # e.g. the chat model it starts from
         self.trunk.output.requires_grad_(False)
-        self.head = nn.Linear(config.dim, 1, bias=False)
+        self.head = nn.Linear(config.dim, 1, bias=False, device=next(self.trunk.parameters()).device)
         nn.init.normal_(self.head.weight, std=1.0 / config.dim**0.5)
 
     @property

@@ -155,11 +155,8 @@ def main(args: RewardArgs) -> Path:
     trunk, tokenizer = load_model_and_tokenizer(args.init)
     if args.max_len > trunk.config.max_seq_len:
         raise UserError(f"--max-len {args.max_len} exceeds the model's context of {trunk.config.max_seq_len}")
-    torch.manual_seed(args.seed)
-    model = RewardModel(trunk.config)
-    model.trunk = trunk
-    model.trunk.output.requires_grad_(False)
-    model.to(env.device)
+    torch.manual_seed(args.seed)  # the head's initialization
+    model = RewardModel(trunk.config, trunk).to(env.device)
     margins = MARGINS[args.margin]
     log(f"{args.kind} reward model from {args.init}: {len(mix):,} pairs in the mix "
         f"({sum(p.is_safety for p in mix):,} safety), {max_steps} steps of {per_step} pairs, margin {args.margin}")

@@ -20,7 +20,7 @@ from llamaforge.data.sft import Example, SequenceBatch, encode_example, epoch_ro
 from llamaforge.device import DeviceName
 from llamaforge.errors import UserError
 from llamaforge.lora import add_lora, merge_lora
-from llamaforge.losses import next_token_loss
+from llamaforge.losses import IGNORE_INDEX, next_token_loss
 from llamaforge.train.distributed import Distributed, close_distributed, init_distributed
 from llamaforge.train.loop import LoopConfig, llama_writer, train
 
@@ -135,7 +135,7 @@ def micro_batches(rows: list[list[Example]], args: SftArgs, env: Distributed) ->
         chunk = mine[i : i + args.micro_batch_size]
         length = args.seq_len if args.packing else max([sum(len(e.ids) for e in row) for row in chunk] + [1])
         batch = layout(chunk, length).to(env.device)
-        batches.append({"batch": batch, "count": int((batch.targets != -100).sum())})
+        batches.append({"batch": batch, "count": int((batch.targets != IGNORE_INDEX).sum())})
     return batches
 
 

@@ -33,12 +33,16 @@ from llamaforge.train import pretrain, reward, sft
 from llamaforge.train.pretrain import PretrainArgs
 from llamaforge.train.reward import RewardArgs
 from llamaforge.train.sft import SftArgs
+from llamaforge.world import World, is_refusal
+from llamaforge.world.export import ExportArgs
+from llamaforge.world.export import main as export_world
 
 
 
 @dataclass
 class PipelineArgs:
-    """Run the Llama 2 recipe end to end on the built-in world (so far: world data, tokenizer, pretraining, SFT, reward models)."""
+    """Run the Llama 2 recipe end to end on the built-in world: world data, tokenizer, pretraining,
+    SFT and the reward models so far."""
 
     out: Path = Path("runs/pipeline")
     """Run directory: one folder per stage, plus summary.json."""
@@ -49,9 +53,6 @@ class PipelineArgs:
 
 
 def world_stage(args: PipelineArgs, out: Path) -> dict:
-    from llamaforge.world.export import ExportArgs
-    from llamaforge.world.export import main as export_world
-
     export_world(ExportArgs(out=out, seed=args.seed))
     return {"files": len(list(out.iterdir())), "megabytes": round(sum(f.stat().st_size for f in out.iterdir()) / 1e6, 2)}
 
@@ -101,8 +102,6 @@ def read_jsonl(path: Path) -> list[dict]:
 def evaluate_checkpoints(args: PipelineArgs, checkpoints: dict[str, Path], out: Path) -> dict:
     """Each checkpoint's answers to the world's held-out prompts, scored by the world's gold judges
     (never by our own reward models)."""
-    from llamaforge.world import World, is_refusal
-
     world = World(args.seed)
     judges = Judges(helpfulness=world.helpfulness, safety=world.safety, is_refusal=is_refusal)
     limit = EVAL_PROMPTS[args.preset]
@@ -171,8 +170,6 @@ def reward_stage(args: PipelineArgs, out: Path) -> dict:
     """Weekly annotation batches with the SFT model, both reward models, and their evaluation:
     Table 8 with the gold judges' own agreement as the ceiling, accuracy against the number of
     batches (Fig. 6), the margin ablation (Table 28), and RM score against gold score."""
-    from llamaforge.world import World
-
     world, plan = World(args.seed), REWARD_PLANS[args.preset]
     batches = [
         annotate_prompts(args, write_jsonl(out / "prompts" / f"batch_{k:02d}.jsonl", world.batch(k, plan.batch_size)), out / f"batch_{k:02d}", seed=k)

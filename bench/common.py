@@ -7,8 +7,6 @@ import time
 
 import torch
 
-from llamaforge.losses import next_token_loss
-
 
 def median_times(ours, theirs, repeats: int, sync=lambda: None) -> tuple[float, float]:
     """Median seconds of each function, run alternately so that load changes hit both alike."""
@@ -26,7 +24,7 @@ def median_times(ours, theirs, repeats: int, sync=lambda: None) -> tuple[float, 
 
 def train_step_fn(model, batch: torch.Tensor, ours: bool, autocast=None, fused: bool | None = None):
     """One forward + backward + AdamW step on `batch` (B, T+1), as each library is used for training:
-    ours with its summed next-token loss, transformers with its own `labels=` loss."""
+    ours with its chunked next-token loss (model(..., targets=)), transformers with its `labels=` loss."""
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-5, weight_decay=0.1, fused=fused
     )
@@ -36,7 +34,7 @@ def train_step_fn(model, batch: torch.Tensor, ours: bool, autocast=None, fused: 
     def step():
         with context:
             if ours:
-                loss_sum, count = next_token_loss(model(inputs), targets)
+                loss_sum, count = model(inputs, targets=targets)
                 loss = loss_sum / count
             else:
                 loss = model(input_ids=inputs, labels=inputs).loss  # shifts the labels itself

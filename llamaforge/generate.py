@@ -8,7 +8,10 @@ seeded with `seed + i`), so sampled outputs do not depend on batch composition e
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -31,6 +34,24 @@ def sample_top_p(probs: Tensor, top_p: float, generators: list[torch.Generator])
     return order.gather(-1, picks).squeeze(-1)
 
 
+def _decode_step(model: Llama, token, position, slot, mask, cache: KVCache) -> torch.Tensor:
+    """One token per sequence at cache position `slot`, with shapes that never change (B, V)."""
+    hidden = model.hidden_states(token, position, mask, cache, slot=slot)
+    return model.output(hidden[:, -1]).float()
+
+
+_compiled_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compiled_decode_step(model: Llama):
+    """`_decode_step` compiled once per model; on CUDA with mode="reduce-overhead", which replays
+    it as a CUDA graph (one launch per token instead of one per kernel)."""
+    if model not in _compiled_steps:
+        mode = "reduce-overhead" if next(model.parameters()).is_cuda else "default"
+        _compiled_steps[model] = torch.compile(functools.partial(_decode_step, model), mode=mode, dynamic=False)
+    return _compiled_steps[model]
+
+
 @torch.inference_mode()
 def generate(
     model: Llama,
@@ -41,6 +62,7 @@ def generate(
     seed: int = 0,
     eos_id: int = 2,
     on_token: Callable[[int, int], None] | None = None,
+    decode: Literal["plain", "static", "compiled"] = "plain",
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Continue each prompt; return the new token ids and their log-probabilities, per prompt.
 
@@ -48,6 +70,11 @@ def generate(
     token) or at `max_new_tokens`, or when it reaches the model's context length. Log-probabilities
     are under softmax(logits / temperature) (temperature 1 when greedy), before top-p truncation.
     `on_token(sequence_index, token_id)` is called as each token is chosen (for streaming).
+
+    decode: "plain" attends over the filled part of the cache (the reference path, and the fastest
+    on CPU); "static" runs every step on the whole preallocated cache with a mask, so shapes never
+    change; "compiled" is "static" compiled once (a CUDA graph on GPUs). All three give the same
+    tokens.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs at least one prompt, and every prompt needs at least one token")
@@ -58,20 +85,22 @@ def generate(
     if prompt_len >= model.config.max_seq_len:
         raise ValueError(f"a prompt of {prompt_len} tokens leaves no room in a {model.config.max_seq_len}-token context")
 
+    # A static cache is rounded up to a multiple of 256 slots, so few lengths (few compilations) occur.
+    cache_len = total_len if decode == "plain" else min(-(-total_len // 256) * 256, model.config.max_seq_len)
     padding = prompt_len - lengths  # (B,) left padding of each sequence
     tokens = torch.zeros(B, prompt_len, dtype=torch.long, device=device)
     for i, p in enumerate(prompts):
         tokens[i, prompt_len - len(p) :] = torch.tensor(p, device=device)
-    slots = torch.arange(total_len, device=device)
-    real = slots[None, :] >= padding[:, None]  # (B, total_len): which cache slots hold real tokens
-    positions = (slots[None, :] - padding[:, None]).clamp(min=0)  # (B, total_len)
+    slots = torch.arange(cache_len, device=device)
+    real = slots[None, :] >= padding[:, None]  # (B, cache_len): which cache slots hold real tokens
+    positions = (slots[None, :] - padding[:, None]).clamp(min=0)  # (B, cache_len)
 
     # Prefill: causal over real tokens. A padding query attends to itself only, so no row is empty.
     causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).tril()
     mask = causal & real[:, None, :prompt_len] | torch.eye(prompt_len, dtype=torch.bool, device=device)
     padded = bool(padding.any())  # without padding, plain causal attention needs no mask
     dtype = next(model.parameters()).dtype
-    cache = KVCache.allocate(model.config, B, total_len, device=device, dtype=dtype)
+    cache = KVCache.allocate(model.config, B, cache_len, device=device, dtype=dtype)
     hidden = model.hidden_states(tokens, positions[:, :prompt_len], mask if padded else None, cache)
     logits = model.output(hidden[:, -1]).float()  # (B, V): only the last position is needed
 
@@ -99,6 +128,12 @@ def generate(
         if bool(done.all()) or step == total_len - prompt_len - 1:
             break
         slot = prompt_len + step
-        step_mask = real[:, None, : slot + 1] if padded else None  # (B, 1, slot + 1)
-        logits = model(next_token[:, None], positions[:, slot : slot + 1], step_mask, cache)[:, -1].float()
+        if decode == "plain":
+            step_mask = real[:, None, : slot + 1] if padded else None  # (B, 1, slot + 1)
+            logits = model(next_token[:, None], positions[:, slot : slot + 1], step_mask, cache)[:, -1].float()
+        else:
+            step_fn = compiled_decode_step(model) if decode == "compiled" else functools.partial(_decode_step, model)
+            visible = (real & (slots <= slot))[:, None, :]  # (B, 1, cache_len)
+            slot_tensor = torch.tensor([slot], device=device)
+            logits = step_fn(next_token[:, None], positions[:, slot : slot + 1], slot_tensor, visible, cache)
     return new_tokens, logprobs

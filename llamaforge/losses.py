@@ -4,6 +4,7 @@ mean over k micro-batches then equals the mean over one batch k times larger, ex
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -39,3 +40,62 @@ def preference_loss(chosen: Tensor, rejected: Tensor, margin: Tensor | float = 0
     """
     losses = -F.logsigmoid(chosen - rejected - margin)
     return losses.mean() if reduction == "mean" else losses.sum()
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weight.T` without ever holding all the logits: the forward
+    keeps only each row's log-sum-exp, and the backward recomputes the logits chunk by chunk. With a
+    32k vocabulary and 8k tokens per micro-batch that is 1 GB of fp32 logits (and as much again for
+    their gradient) not allocated."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_size, compute_dtype):
+        valid = targets != IGNORE_INDEX
+        safe_targets = targets.clamp(min=0)
+        lse = torch.empty(len(hidden), device=hidden.device, dtype=torch.float32)
+        total = torch.zeros((), device=hidden.device, dtype=torch.float32)
+        w = weight.to(compute_dtype)
+        for start in range(0, len(hidden), chunk_size):
+            rows = slice(start, start + chunk_size)
+            logits = (hidden[rows].to(compute_dtype) @ w.T).float()  # (chunk, V)
+            lse[rows] = torch.logsumexp(logits, dim=-1)
+            target_logits = logits.gather(1, safe_targets[rows, None]).squeeze(1)
+            total += ((lse[rows] - target_logits) * valid[rows]).sum()
+        ctx.save_for_backward(hidden, weight, safe_targets, valid, lse)
+        ctx.chunk_size, ctx.compute_dtype = chunk_size, compute_dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        hidden, weight, targets, valid, lse = ctx.saved_tensors
+        w = weight.to(ctx.compute_dtype)
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32)
+        for start in range(0, len(hidden), ctx.chunk_size):
+            rows = slice(start, start + ctx.chunk_size)
+            h = hidden[rows].to(ctx.compute_dtype)
+            # d loss / d logits = softmax - onehot(target), zero on ignored rows
+            grad_logits = torch.exp((h @ w.T).float() - lse[rows, None])
+            grad_logits[torch.arange(len(h), device=h.device), targets[rows]] -= 1.0
+            grad_logits *= (valid[rows] * grad_total)[:, None]
+            grad_logits = grad_logits.to(ctx.compute_dtype)
+            grad_hidden[rows] = (grad_logits @ w).to(hidden.dtype)
+            grad_weight += (grad_logits.T @ h).float()
+        return grad_hidden, grad_weight.to(weight.dtype), None, None, None
+
+
+def chunked_next_token_loss(
+    hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: int = 2048
+) -> tuple[Tensor, Tensor]:
+    """`next_token_loss(hidden @ weight.T, targets)` in chunks of rows (same sum, same gradients),
+    for the output layer of a large vocabulary. hidden: (B, T, dim); weight: (V, dim); targets (B, T).
+    Under autocast the matrix products run in the autocast dtype, the softmax in fp32."""
+    compute_dtype = weight.dtype
+    if torch.is_autocast_enabled(hidden.device.type):
+        compute_dtype = torch.get_autocast_dtype(hidden.device.type)
+    flat_targets = targets.reshape(-1)
+    with torch.autocast(hidden.device.type, enabled=False):
+        total = _ChunkedLinearCrossEntropy.apply(
+            hidden.reshape(-1, hidden.shape[-1]), weight, flat_targets, chunk_size, compute_dtype
+        )
+    return total, (flat_targets != IGNORE_INDEX).sum()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llamaforge.config import ModelConfig
+from llamaforge.losses import chunked_next_token_loss
 
 
 class RMSNorm(nn.Module):
@@ -99,7 +100,7 @@ class Attention(nn.Module):
         sin: Tensor,
         mask: Tensor | None,
         cache: tuple[Tensor, Tensor] | None = None,
-        start: int = 0,
+        start: int | Tensor = 0,
     ) -> Tensor:
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
@@ -107,7 +108,14 @@ class Attention(nn.Module):
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
-        if cache is not None:
+        if cache is not None and isinstance(start, Tensor):
+            # Shape-static decoding: write at a slot given as a tensor and attend over the whole
+            # preallocated cache (the mask hides empty slots), so every step has the same shapes
+            # and can be compiled once and replayed as a CUDA graph.
+            cache[0].index_copy_(2, start, k)
+            cache[1].index_copy_(2, start, v)
+            k, v = cache  # (B, KV, max_len, hd)
+        elif cache is not None:
             cache_k, cache_v = cache
             cache_k[:, :, start : start + T] = k
             cache_v[:, :, start : start + T] = v
@@ -181,16 +189,19 @@ class Llama(nn.Module):
         positions: Tensor | None = None,
         mask: Tensor | None = None,
         cache: KVCache | None = None,
+        slot: Tensor | None = None,
     ) -> Tensor:
         """Final-norm hidden states (B, T, dim) of tokens (B, T).
 
         positions: (B, T) rotary positions; default 0..T-1 after whatever the cache holds.
         mask: (B, T, S) bool, True where a query may attend a key (S = cached + T); default causal.
         cache: appended to and advanced by T.
+        slot: (1,) cache position for one token in shape-static decoding (see Attention): the token
+        is written there, `mask` (B, 1, max_len) covers the whole cache, `cache.length` is untouched.
         """
         B, T = tokens.shape
-        start = cache.length if cache is not None else 0
-        if start + T > (cache.max_len if cache is not None else self.config.max_seq_len):
+        start = slot if slot is not None else (cache.length if cache is not None else 0)
+        if slot is None and start + T > (cache.max_len if cache is not None else self.config.max_seq_len):
             raise ValueError(f"sequence of {start + T} tokens exceeds the model's or cache's length")
         if positions is None:
             positions = torch.arange(start, start + T, device=tokens.device).expand(B, T)
@@ -200,13 +211,22 @@ class Llama(nn.Module):
         for i, layer in enumerate(self.layers):
             layer_cache = (cache.keys[i], cache.values[i]) if cache is not None else None
             h = layer(h, cos, sin, mask, layer_cache, start)
-        if cache is not None:
+        if cache is not None and slot is None:
             cache.length += T
         return self.norm(h)
 
-    def forward(self, tokens, positions=None, mask=None, cache=None) -> Tensor:
-        """Next-token logits (B, T, vocab_size); arguments as in `hidden_states`."""
-        return self.output(self.hidden_states(tokens, positions, mask, cache))
+    def forward(self, tokens, positions=None, mask=None, cache=None, targets=None):
+        """Next-token logits (B, T, vocab_size); arguments as in `hidden_states`.
+
+        With `targets` (B, T) (IGNORE_INDEX where there is none), returns instead the summed
+        next-token loss and the number of targets, computed in chunks so that the (B, T, V) logits
+        never exist at once (losses.chunked_next_token_loss). It is part of forward so that a
+        sharded model gathers the output weight for it as for any forward.
+        """
+        hidden = self.hidden_states(tokens, positions, mask, cache)
+        if targets is not None:
+            return chunked_next_token_loss(hidden, self.output.weight, targets)
+        return self.output(hidden)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

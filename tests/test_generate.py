@@ -72,3 +72,16 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert abs(counts[1].item() - 0.625) < 0.03 and abs(counts[3].item() - 0.375) < 0.03
     # A nucleus smaller than the top token's probability keeps only that token.
     assert sample_top_p(probs[:5], 0.1, generators[:5]).tolist() == [1] * 5
+
+
+@pytest.mark.parametrize("decode", ["static", "compiled"])
+def test_static_decoding_gives_the_plain_path_tokens(model, decode):
+    # Ragged prompts, greedy, and an EOS that stops sequence 0 early while the others go on.
+    free, _ = generate(model, PROMPTS, max_new_tokens=12, eos_id=-1)
+    eos = free[0][3]
+    plain, plain_logprobs = generate(model, PROMPTS, max_new_tokens=12, eos_id=eos)
+    tokens, logprobs = generate(model, PROMPTS, max_new_tokens=12, eos_id=eos, decode=decode)
+    assert tokens == plain
+    assert tokens[0][-1] == eos and len(tokens[0]) <= 4
+    for a, b in zip(logprobs, plain_logprobs):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-4, rtol=0)

@@ -22,7 +22,6 @@ from llamaforge.data.text import read_documents
 from llamaforge.data.tokens import TOKENS_INFO, PackedSequences, file_sha256, load_tokens, tokenize_documents
 from llamaforge.device import DeviceName
 from llamaforge.errors import UserError
-from llamaforge.losses import next_token_loss
 from llamaforge.model import Llama
 from llamaforge.tokenizer import Tokenizer, train_tokenizer
 from llamaforge.train.distributed import Distributed, close_distributed, init_distributed
@@ -170,7 +169,7 @@ def main(args: PretrainArgs) -> Path:
               f"sequences of {args.seq_len} tokens, {batch_size} per step, {args.max_steps} steps, {env.world_size} process(es)")
 
     def loss_fn(train_model, batch):
-        return next_token_loss(train_model(batch["inputs"]), batch["targets"])[0]
+        return train_model(batch["inputs"], targets=batch["targets"])[0]  # chunked: no full logits
 
     tokens_info = json.loads((tokens_dir / TOKENS_INFO).read_text())
     identity = {

@@ -20,7 +20,7 @@ from llamaforge.data.sft import Example, SequenceBatch, encode_example, epoch_ro
 from llamaforge.device import DeviceName
 from llamaforge.errors import UserError
 from llamaforge.lora import add_lora, merge_lora
-from llamaforge.losses import IGNORE_INDEX, next_token_loss
+from llamaforge.losses import IGNORE_INDEX
 from llamaforge.train.distributed import Distributed, close_distributed, init_distributed
 from llamaforge.train.loop import LoopConfig, llama_writer, train
 
@@ -140,8 +140,8 @@ def micro_batches(rows: list[list[Example]], args: SftArgs, env: Distributed) ->
 
 
 def sequence_loss(model, batch: SequenceBatch) -> torch.Tensor:
-    logits = model(batch.tokens, positions=batch.positions, mask=batch.attention_mask())
-    return next_token_loss(logits, batch.targets)[0]
+    """Summed answer loss; the model computes it in chunks, never holding all the logits."""
+    return model(batch.tokens, positions=batch.positions, mask=batch.attention_mask(), targets=batch.targets)[0]
 
 
 def main(args: SftArgs) -> Path:

@@ -2,8 +2,13 @@
 
 Prompts of different lengths are left-padded into one batch; each sequence gets its own rotary
 positions (starting at 0 at its first real token) and never attends to padding, so its output is
-the one it would get alone. Each sequence also draws from its own random generator (sequence i
-seeded with `seed + i`), so sampled outputs do not depend on batch composition either.
+the one it would get alone. Each sequence also draws its random numbers from its own generator
+(sequence i seeded with `seed + i`), so sampled outputs do not depend on batch composition either.
+
+Three decode paths give the same tokens: "plain" attends over the filled part of the cache (the
+reference, and the fastest on CPU); "static" runs every step on the whole preallocated cache with
+a mask, so that shapes never change; "compiled" is "static" compiled once, with token choice
+(greedy or temperature/top-p sampling) inside the step; on CUDA it is replayed as a CUDA graph.
 """
 
 from __future__ import annotations
@@ -18,29 +23,51 @@ from torch import Tensor
 
 from llamaforge.model import KVCache, Llama
 
+Decode = Literal["auto", "plain", "static", "compiled"]
 
-def sample_top_p(probs: Tensor, top_p: float, generators: list[torch.Generator]) -> Tensor:
+
+def sample_top_p(probs: Tensor, top_p: float | Tensor, uniforms: Tensor) -> Tensor:
     """Nucleus sampling as in Meta's `sample_top_p`: keep the smallest set of most likely tokens whose
     probability mass reaches top_p (the token crossing the threshold included), renormalize, draw.
+
+    The draw inverts the cumulative distribution at `uniforms` (B,) in [0, 1), drawn beforehand
+    from each sequence's own generator: no random state inside, so it can be compiled and captured.
     probs: (B, V). Returns (B,) token ids.
     """
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-    sorted_probs = sorted_probs.masked_fill(mass_before > top_p, 0.0)
-    sorted_probs = sorted_probs / sorted_probs.sum(dim=-1, keepdim=True)
-    picks = torch.stack(
-        [torch.multinomial(row, 1, generator=g) for row, g in zip(sorted_probs, generators)]
-    )  # (B, 1)
+    kept = sorted_probs.masked_fill(mass_before > top_p, 0.0).cumsum(dim=-1)  # unnormalized CDF
+    threshold = uniforms[:, None] * kept[:, -1:]
+    picks = (kept <= threshold).sum(dim=-1, keepdim=True).clamp(max=probs.shape[-1] - 1)
     return order.gather(-1, picks).squeeze(-1)
 
 
-def _decode_step(model: Llama, token, position, slot, mask, cache: KVCache) -> torch.Tensor:
-    """One token per sequence at cache position `slot`, with shapes that never change (B, V)."""
-    hidden = model.hidden_states(token, position, mask, cache, slot=slot)
-    return model.output(hidden[:, -1]).float()
+def choose_next(
+    logits: Tensor, temperature: float | Tensor, top_p: float | Tensor, uniforms: Tensor, greedy: bool
+) -> tuple[Tensor, Tensor]:
+    """The next token of each sequence and its log-probability under softmax(logits / temperature)
+    (temperature 1 when greedy), before top-p truncation. logits: (B, V) float."""
+    if greedy:
+        logp = torch.log_softmax(logits, dim=-1)
+        token = logits.argmax(dim=-1)
+    else:
+        logp = torch.log_softmax(logits / temperature, dim=-1)
+        token = sample_top_p(logp.exp(), top_p, uniforms)
+    return token, logp.gather(-1, token[:, None]).squeeze(-1)
+
+
+def _decode_step(
+    model: Llama, token, position, slot, real, cache: KVCache, temperature, top_p, uniforms, greedy: bool
+) -> tuple[Tensor, Tensor]:
+    """One token per sequence, written at cache position `slot` (a (1,) tensor), attending to the
+    real tokens up to it; every shape is fixed by the cache, whatever the step."""
+    visible = (real & (torch.arange(real.shape[1], device=real.device) <= slot))[:, None, :]  # (B, 1, S)
+    hidden = model.hidden_states(token, position, visible, cache, slot=slot)
+    return choose_next(model.output(hidden[:, -1]).float(), temperature, top_p, uniforms, greedy)
 
 
 _compiled_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_static_caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def compiled_decode_step(model: Llama):
@@ -50,6 +77,27 @@ def compiled_decode_step(model: Llama):
         mode = "reduce-overhead" if next(model.parameters()).is_cuda else "default"
         _compiled_steps[model] = torch.compile(functools.partial(_decode_step, model), mode=mode, dynamic=False)
     return _compiled_steps[model]
+
+
+def static_cache(model: Llama, batch_size: int, max_len: int, dtype: torch.dtype) -> KVCache:
+    """The model's preallocated decode cache, reused while the batch size and length stay the same:
+    a CUDA graph records the cache's addresses, so a new cache would mean recording again. Stale
+    entries need no clearing (the mask hides every slot not written by the current batch)."""
+    parameter = next(model.parameters())
+    cache = _static_caches.get(model)
+    if cache is None or cache.keys[0].shape[0] != batch_size or cache.max_len != max_len or cache.keys[0].dtype != dtype:
+        _static_caches.pop(model, None)  # free the old one before allocating
+        cache = KVCache.allocate(model.config, batch_size, max_len, device=parameter.device, dtype=dtype)
+        for tensor in cache.keys + cache.values:
+            torch._dynamo.mark_static_address(tensor)
+        _static_caches[model] = cache
+    cache.length = 0
+    return cache
+
+
+def release_static_cache(model: Llama) -> None:
+    """Free the decode cache kept by static/compiled decoding (e.g. before a PPO training phase)."""
+    _static_caches.pop(model, None)
 
 
 @torch.inference_mode()
@@ -62,7 +110,7 @@ def generate(
     seed: int = 0,
     eos_id: int = 2,
     on_token: Callable[[int, int], None] | None = None,
-    decode: Literal["plain", "static", "compiled"] = "plain",
+    decode: Decode = "auto",
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Continue each prompt; return the new token ids and their log-probabilities, per prompt.
 
@@ -70,70 +118,76 @@ def generate(
     token) or at `max_new_tokens`, or when it reaches the model's context length. Log-probabilities
     are under softmax(logits / temperature) (temperature 1 when greedy), before top-p truncation.
     `on_token(sequence_index, token_id)` is called as each token is chosen (for streaming).
-
-    decode: "plain" attends over the filled part of the cache (the reference path, and the fastest
-    on CPU); "static" runs every step on the whole preallocated cache with a mask, so shapes never
-    change; "compiled" is "static" compiled once (a CUDA graph on GPUs). All three give the same
-    tokens.
+    `decode` picks the path (module docstring; "auto": compiled on CUDA, plain elsewhere); all
+    give the same tokens.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs at least one prompt, and every prompt needs at least one token")
+    if decode not in ("auto", "plain", "static", "compiled"):
+        raise ValueError(f"decode must be auto, plain, static or compiled, not {decode!r}")
     device = next(model.parameters()).device
+    if decode == "auto":
+        decode = "compiled" if device.type == "cuda" else "plain"
     B, lengths = len(prompts), torch.tensor([len(p) for p in prompts], device=device)
     prompt_len = int(lengths.max())
     total_len = min(prompt_len + max_new_tokens, model.config.max_seq_len)
     if prompt_len >= model.config.max_seq_len:
         raise ValueError(f"a prompt of {prompt_len} tokens leaves no room in a {model.config.max_seq_len}-token context")
+    steps = total_len - prompt_len
 
-    # A static cache is rounded up to a multiple of 256 slots, so few lengths (few compilations) occur.
-    cache_len = total_len if decode == "plain" else min(-(-total_len // 256) * 256, model.config.max_seq_len)
     padding = prompt_len - lengths  # (B,) left padding of each sequence
     tokens = torch.zeros(B, prompt_len, dtype=torch.long, device=device)
     for i, p in enumerate(prompts):
         tokens[i, prompt_len - len(p) :] = torch.tensor(p, device=device)
-    slots = torch.arange(cache_len, device=device)
-    real = slots[None, :] >= padding[:, None]  # (B, cache_len): which cache slots hold real tokens
-    positions = (slots[None, :] - padding[:, None]).clamp(min=0)  # (B, cache_len)
+    dtype = next(model.parameters()).dtype
+    if decode == "plain":
+        cache = KVCache.allocate(model.config, B, total_len, device=device, dtype=dtype)
+    else:  # rounded up to a multiple of 256 slots, so that few shapes (compilations) occur
+        cache = static_cache(model, B, min(-(-total_len // 256) * 256, model.config.max_seq_len), dtype)
+    slots = torch.arange(cache.max_len, device=device)
+    real = slots[None, :] >= padding[:, None]  # (B, cache length): which cache slots hold real tokens
+    positions = (slots[None, :] - padding[:, None]).clamp(min=0)  # (B, cache length)
 
     # Prefill: causal over real tokens. A padding query attends to itself only, so no row is empty.
     causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).tril()
     mask = causal & real[:, None, :prompt_len] | torch.eye(prompt_len, dtype=torch.bool, device=device)
     padded = bool(padding.any())  # without padding, plain causal attention needs no mask
-    dtype = next(model.parameters()).dtype
-    cache = KVCache.allocate(model.config, B, cache_len, device=device, dtype=dtype)
     hidden = model.hidden_states(tokens, positions[:, :prompt_len], mask if padded else None, cache)
     logits = model.output(hidden[:, -1]).float()  # (B, V): only the last position is needed
 
-    generators = [torch.Generator(device=device).manual_seed(seed + i) for i in range(B)]
+    greedy = temperature <= 0
+    uniforms = torch.zeros(B, max(steps, 1), device=device)
+    if not greedy:  # sequence i's numbers come from its own generator: batch-independent draws
+        for i in range(B):
+            uniforms[i] = torch.rand(steps, generator=torch.Generator(device=device).manual_seed(seed + i), device=device)
+    temperature_t, top_p_t = torch.tensor(temperature, device=device), torch.tensor(top_p, device=device)
+    step_fn = compiled_decode_step(model) if decode == "compiled" else functools.partial(_decode_step, model)
+
+    next_token, chosen_logp = choose_next(logits, temperature, top_p, uniforms[:, 0], greedy)
     new_tokens = [[] for _ in range(B)]
     logprobs = [[] for _ in range(B)]
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    for step in range(total_len - prompt_len):
-        if temperature > 0:
-            logp = torch.log_softmax(logits / temperature, dim=-1)
-            next_token = sample_top_p(logp.exp(), top_p, generators)
-        else:
-            logp = torch.log_softmax(logits, dim=-1)
-            next_token = logits.argmax(dim=-1)
-        chosen_logp = logp.gather(-1, next_token[:, None]).squeeze(-1)
-        for i, (token, token_logp, finished) in enumerate(
-            zip(next_token.tolist(), chosen_logp.tolist(), done.tolist())
-        ):
-            if not finished:
+    done = [False] * B
+    for step in range(steps):
+        for i, (token, token_logp) in enumerate(zip(next_token.tolist(), chosen_logp.tolist())):
+            if not done[i]:
                 new_tokens[i].append(token)
                 logprobs[i].append(token_logp)
+                done[i] = token == eos_id
                 if on_token is not None:
                     on_token(i, token)
-        done |= next_token == eos_id
-        if bool(done.all()) or step == total_len - prompt_len - 1:
+        if all(done) or step == steps - 1:
             break
         slot = prompt_len + step
         if decode == "plain":
             step_mask = real[:, None, : slot + 1] if padded else None  # (B, 1, slot + 1)
             logits = model(next_token[:, None], positions[:, slot : slot + 1], step_mask, cache)[:, -1].float()
+            next_token, chosen_logp = choose_next(logits, temperature, top_p, uniforms[:, step + 1], greedy)
         else:
-            step_fn = compiled_decode_step(model) if decode == "compiled" else functools.partial(_decode_step, model)
-            visible = (real & (slots <= slot))[:, None, :]  # (B, 1, cache_len)
-            slot_tensor = torch.tensor([slot], device=device)
-            logits = step_fn(next_token[:, None], positions[:, slot : slot + 1], slot_tensor, visible, cache)
+            if decode == "compiled" and device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
+            next_token, chosen_logp = step_fn(
+                next_token[:, None], positions[:, slot : slot + 1], slots[slot : slot + 1], real, cache,
+                temperature_t, top_p_t, uniforms[:, step + 1], greedy,
+            )
+            next_token = next_token.clone()  # a CUDA graph's output buffer is reused by its next replay
     return new_tokens, logprobs

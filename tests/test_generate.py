@@ -62,16 +62,18 @@ def test_generation_stops_at_the_context_length(model):
 
 
 def test_top_p_keeps_the_smallest_nucleus():
-    # probs 0.5, 0.3, 0.15, 0.05 with top_p 0.7: the mass before token 1 is 0.5 <= 0.7 (kept), before
-    # token 2 it is 0.8 > 0.7 (dropped). Renormalized: 0.5/0.8 = 0.625 and 0.3/0.8 = 0.375.
-    probs = torch.tensor([[0.15, 0.5, 0.05, 0.3]]).expand(4000, 4)
-    generators = [torch.Generator().manual_seed(i) for i in range(4000)]
-    draws = sample_top_p(probs, 0.7, generators)
+    # probs 0.5, 0.3, 0.15, 0.05 (tokens 1, 3, 0, 2) with top_p 0.7: the mass before token 3 is
+    # 0.5 <= 0.7 (kept), before token 0 it is 0.8 > 0.7 (dropped). Renormalized: 0.625 and 0.375.
+    probs = torch.tensor([[0.15, 0.5, 0.05, 0.3]])
+    # Inverse CDF over the kept mass 0.8: u * 0.8 below 0.5 picks token 1, from 0.5 on token 3.
+    picks = sample_top_p(probs.expand(4, 4), 0.7, torch.tensor([0.0, 0.62, 0.63, 0.999]))
+    assert picks.tolist() == [1, 1, 3, 3]
+    draws = sample_top_p(probs.expand(4000, 4), 0.7, torch.rand(4000, generator=torch.Generator().manual_seed(0)))
     counts = torch.bincount(draws, minlength=4).float() / 4000
     assert counts[0] == 0 and counts[2] == 0
     assert abs(counts[1].item() - 0.625) < 0.03 and abs(counts[3].item() - 0.375) < 0.03
     # A nucleus smaller than the top token's probability keeps only that token.
-    assert sample_top_p(probs[:5], 0.1, generators[:5]).tolist() == [1] * 5
+    assert sample_top_p(probs.expand(5, 4), 0.1, torch.rand(5)).tolist() == [1] * 5
 
 
 @pytest.mark.parametrize("decode", ["static", "compiled"])
@@ -85,3 +87,26 @@ def test_static_decoding_gives_the_plain_path_tokens(model, decode):
     assert tokens[0][-1] == eos and len(tokens[0]) <= 4
     for a, b in zip(logprobs, plain_logprobs):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("decode", ["static", "compiled"])
+def test_static_sampling_gives_the_plain_path_tokens(model, decode):
+    # Sampling happens inside the (compiled) step, from the same pre-drawn per-sequence numbers.
+    kwargs = dict(max_new_tokens=10, temperature=0.9, top_p=0.9, seed=3, eos_id=-1)
+    plain, plain_logprobs = generate(model, PROMPTS, **kwargs)
+    tokens, logprobs = generate(model, PROMPTS, decode=decode, **kwargs)
+    assert tokens == plain
+    for a, b in zip(logprobs, plain_logprobs):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-4, rtol=0)
+
+
+def test_static_cache_is_reused_while_the_shape_stays():
+    from llamaforge.generate import release_static_cache, static_cache
+
+    torch.manual_seed(0)
+    small = Llama(ModelConfig(dim=32, n_layers=1, n_heads=2, vocab_size=64, multiple_of=16, max_seq_len=512))
+    first = static_cache(small, 2, 256, torch.float32)
+    assert static_cache(small, 2, 256, torch.float32) is first
+    assert static_cache(small, 3, 256, torch.float32) is not first
+    release_static_cache(small)
+    assert static_cache(small, 3, 256, torch.float32).keys[0].shape == (3, 2, 256, 16)

@@ -66,8 +66,10 @@ class LoopConfig:
     """Checkpoint every this many steps (and at the end)."""
     keep_last: int = 2
     """Complete checkpoints to keep (the newest is never removed)."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """bf16 computes in bf16 with fp32 master weights; auto: bf16 on CUDA, fp32 on CPU."""
+    precision: Literal["auto", "fp32", "bf16", "bf16-params"] = "auto"
+    """bf16: bf16 compute (autocast) with fp32 weights; bf16-params: bf16 weights and gradients with
+    fp32 master weights and moments in the optimizer (one process or DDP; under FSDP, bf16 already
+    computes with bf16 parameters and keeps fp32 shards); auto: bf16 on CUDA, fp32 on CPU."""
     compile: bool = False
     """torch.compile each transformer block."""
     activation_checkpointing: bool = False
@@ -156,6 +158,12 @@ def train(
         return json.loads((out / "summary.json").read_text())
 
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda")
+    bf16_params = cfg.precision == "bf16-params"
+    if bf16_params:
+        if env.world_size > 1 and cfg.parallel == "fsdp":
+            raise UserError("--precision bf16-params is for one process or DDP; with FSDP use --precision bf16 "
+                            "(bf16 parameters in compute, fp32 shards in the optimizer)")
+        model.to(torch.bfloat16)
     if cfg.activation_checkpointing:
         _enable_activation_checkpointing(model)
     if cfg.compile:
@@ -166,7 +174,9 @@ def train(
     autocast = (
         torch.autocast(env.device.type, dtype=torch.bfloat16) if bf16 and not fsdp_bf16 else contextlib.nullcontext()
     )
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, fused=env.device.type == "cuda" or None)
+    optimizer = build_optimizer(
+        model, cfg.lr, cfg.weight_decay, fused=env.device.type == "cuda" or None, master_weights=bf16_params
+    )
     if resume:
         load_optimizer_state(model, optimizer, saved["optimizer"])
         run_state.set_rng_state(saved["rng"])

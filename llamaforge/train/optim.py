@@ -24,9 +24,10 @@ def cosine_lr(step: int, peak_lr: float, warmup_steps: int, total_steps: int, fi
 
 
 def build_optimizer(
-    model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95), eps: float = 1e-5, fused: bool | None = None
+    model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95), eps: float = 1e-5, fused: bool | None = None,
+    master_weights: bool = False,
 ) -> torch.optim.AdamW:
-    """AdamW with weight decay on the matrices (projections, embeddings) and none on the RMSNorm
+    """AdamW (MasterWeightAdamW for bf16 parameters when `master_weights`) with weight decay on the matrices (projections, embeddings) and none on the RMSNorm
     gains: the paper states 0.1 without saying which tensors; decaying norm gains towards zero would
     shrink every activation, so, like most Llama trainers, llamaforge exempts 1-D parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -34,4 +35,51 @@ def build_optimizer(
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
+    adamw = MasterWeightAdamW if master_weights else torch.optim.AdamW
+    return adamw(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
+
+
+class MasterWeightAdamW(torch.optim.AdamW):
+    """AdamW for bf16 parameters: each parameter's fp32 master copy and both moments live in the
+    optimizer state, the update is computed in fp32 and rounded into the bf16 parameter.
+
+    Forward and backward then run in bf16 without autocast's per-step weight casts, and gradients
+    are bf16 (half the memory of fp32 gradients); the master copy keeps small updates from being
+    rounded away (a bf16 weight has 8 bits of mantissa). Checkpoints hold the bf16 weights, the
+    training state holds the fp32 masters, so a resumed run continues exactly.
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        swapped = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                # (stored after the first step: AdamW initializes the moments of an empty state)
+                master = self.state[p].get("master", None)
+                master = p.detach().float() if master is None else master
+                low, grad = p.data, p.grad
+                p.grad = None
+                p.data = master  # AdamW sees (and initializes its moments as) fp32
+                p.grad = grad.float()
+                swapped.append((p, low, grad))
+        try:
+            return super().step(closure)
+        finally:
+            for p, low, grad in swapped:
+                self.state[p]["master"] = p.data
+                low.copy_(p.data)
+                p.grad = None
+                p.data = low
+                p.grad = grad
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # The base class casts saved state to each parameter's dtype (bf16 here): keep it fp32.
+        super().load_state_dict(state_dict)
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        for saved_id, p in zip(saved_ids, params):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                if key != "step" and torch.is_tensor(value) and value.is_floating_point():
+                    self.state[p][key] = value.to(device=p.device, dtype=torch.float32)

@@ -44,3 +44,37 @@ def train_step_fn(model, batch: torch.Tensor, ours: bool, autocast=None, fused: 
 
     return step
 
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, size: int = 8192, repeats: int = 20) -> float:
+    """Achieved bf16 FLOP/s of a size^3 matmul: the ceiling a training step can approach."""
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def copy_bandwidth(device: torch.device, gib: float = 1.0, repeats: int = 20) -> float:
+    """Achieved bytes/s of a device-to-device copy, counting the read and the write: the ceiling of a
+    decode step, which must read every weight once."""
+    source = torch.empty(int(gib * 2**30), dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    for _ in range(3):
+        target.copy_(source)
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        target.copy_(source)
+    synchronize(device)
+    return 2 * source.numel() * repeats / (time.perf_counter() - started)

@@ -16,29 +16,14 @@ import argparse
 import gc
 import json
 import tempfile
-import time
 
 import torch
 import transformers
 
-from common import median_times, train_step_fn
+from common import matmul_peak, median_times, train_step_fn
 from llamaforge.carbon import flops_per_token
 from llamaforge.config import llama2_7b, tiny
 from llamaforge.model import Llama
-
-
-def matmul_peak(device: torch.device, size: int = 8192) -> float:
-    """Achieved bf16 FLOP/s of a size^3 matmul: the ceiling a training step can approach."""
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    started, n = time.perf_counter(), 20
-    for _ in range(n):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * size**3 * n / (time.perf_counter() - started)
 
 
 def main() -> None:

@@ -43,45 +43,51 @@ def preference_loss(chosen: Tensor, rejected: Tensor, margin: Tensor | float = 0
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
-    """Summed cross-entropy of `hidden @ weight.T` without ever holding all the logits: the forward
-    keeps only each row's log-sum-exp, and the backward recomputes the logits chunk by chunk. With a
-    32k vocabulary and 8k tokens per micro-batch that is 1 GB of fp32 logits (and as much again for
-    their gradient) not allocated."""
+    """Summed cross-entropy of `hidden @ weight.T` without ever holding all the logits.
+
+    Each chunk of rows computes its logits, its loss and, when gradients are wanted, at once its
+    share of the gradients (d loss / d logits = softmax - onehot(target)), then drops the logits:
+    the same products as the plain loss (no recomputation), but only one chunk of logits at a time.
+    With a 32k vocabulary and 8k tokens per micro-batch that is 1 GB of fp32 logits, and as much
+    again for their gradient, never allocated. The loss is a final scalar, so the backward pass only
+    scales the stored gradients.
+    """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_size, compute_dtype):
+    def forward(ctx, hidden, weight, targets, chunk_size, compute_dtype, grad_hidden_wanted, grad_weight_wanted):
         valid = targets != IGNORE_INDEX
         safe_targets = targets.clamp(min=0)
-        lse = torch.empty(len(hidden), device=hidden.device, dtype=torch.float32)
         total = torch.zeros((), device=hidden.device, dtype=torch.float32)
         w = weight.to(compute_dtype)
+        grad_hidden = torch.empty_like(hidden) if grad_hidden_wanted else None
+        grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if grad_weight_wanted else None
         for start in range(0, len(hidden), chunk_size):
             rows = slice(start, start + chunk_size)
-            logits = (hidden[rows].to(compute_dtype) @ w.T).float()  # (chunk, V)
-            lse[rows] = torch.logsumexp(logits, dim=-1)
+            h = hidden[rows].to(compute_dtype)
+            logits = (h @ w.T).float()  # (chunk, V)
+            lse = torch.logsumexp(logits, dim=-1)
             target_logits = logits.gather(1, safe_targets[rows, None]).squeeze(1)
-            total += ((lse[rows] - target_logits) * valid[rows]).sum()
-        ctx.save_for_backward(hidden, weight, safe_targets, valid, lse)
-        ctx.chunk_size, ctx.compute_dtype = chunk_size, compute_dtype
+            total += ((lse - target_logits) * valid[rows]).sum()
+            if grad_hidden_wanted or grad_weight_wanted:
+                grad_logits = torch.exp(logits.sub_(lse[:, None]))  # softmax, in place of the logits
+                grad_logits[torch.arange(len(h), device=h.device), safe_targets[rows]] -= 1.0
+                grad_logits = (grad_logits * valid[rows, None]).to(compute_dtype)
+                if grad_hidden_wanted:
+                    grad_hidden[rows] = (grad_logits @ w).to(hidden.dtype)
+                if grad_weight_wanted:  # (not for a frozen output layer, e.g. under LoRA)
+                    grad_weight += (grad_logits.T @ h).float()
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
         return total
 
     @staticmethod
     def backward(ctx, grad_total):
-        hidden, weight, targets, valid, lse = ctx.saved_tensors
-        w = weight.to(ctx.compute_dtype)
-        grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32)
-        for start in range(0, len(hidden), ctx.chunk_size):
-            rows = slice(start, start + ctx.chunk_size)
-            h = hidden[rows].to(ctx.compute_dtype)
-            # d loss / d logits = softmax - onehot(target), zero on ignored rows
-            grad_logits = torch.exp((h @ w.T).float() - lse[rows, None])
-            grad_logits[torch.arange(len(h), device=h.device), targets[rows]] -= 1.0
-            grad_logits *= (valid[rows] * grad_total)[:, None]
-            grad_logits = grad_logits.to(ctx.compute_dtype)
-            grad_hidden[rows] = (grad_logits @ w).to(hidden.dtype)
-            grad_weight += (grad_logits.T @ h).float()
-        return grad_hidden, grad_weight.to(weight.dtype), None, None, None
+        grad_hidden, grad_weight = ctx.saved_tensors
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden * grad_total
+        if grad_weight is not None:
+            grad_weight = (grad_weight * grad_total).to(ctx.weight_dtype)
+        return grad_hidden, grad_weight, None, None, None, None, None
 
 
 def chunked_next_token_loss(
@@ -93,9 +99,11 @@ def chunked_next_token_loss(
     compute_dtype = weight.dtype
     if torch.is_autocast_enabled(hidden.device.type):
         compute_dtype = torch.get_autocast_dtype(hidden.device.type)
+    grad_enabled = torch.is_grad_enabled()
     flat_targets = targets.reshape(-1)
     with torch.autocast(hidden.device.type, enabled=False):
         total = _ChunkedLinearCrossEntropy.apply(
-            hidden.reshape(-1, hidden.shape[-1]), weight, flat_targets, chunk_size, compute_dtype
+            hidden.reshape(-1, hidden.shape[-1]), weight, flat_targets, chunk_size, compute_dtype,
+            grad_enabled and hidden.requires_grad, grad_enabled and weight.requires_grad,
         )
     return total, (flat_targets != IGNORE_INDEX).sum()

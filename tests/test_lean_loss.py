@@ -56,3 +56,21 @@ def test_bf16_autocast_runs_the_products_in_bf16_and_stays_close():
         approx, _ = chunked_next_token_loss(hidden, weight, targets, 8)
     assert approx.dtype == torch.float32
     assert 0 < abs(approx.item() - exact.item()) / exact.item() < 2e-2  # bf16 products: close, not equal
+
+
+def test_frozen_output_layer_and_no_grad():
+    # A frozen output weight (LoRA) gets no gradient; under no_grad (validation) nothing is stored.
+    generator = torch.Generator().manual_seed(2)
+    hidden = torch.randn(2, 5, 8, generator=generator, requires_grad=True)
+    weight = torch.randn(30, 8, generator=generator)
+    targets = torch.randint(0, 30, (2, 5), generator=generator)
+    total, _ = chunked_next_token_loss(hidden, weight, targets, chunk_size=3)
+    total.backward()
+    plain_hidden = hidden.detach().clone().requires_grad_()
+    next_token_loss(plain_hidden @ weight.T, targets)[0].backward()
+    torch.testing.assert_close(hidden.grad, plain_hidden.grad, atol=1e-5, rtol=1e-5)
+    assert weight.grad is None
+    with torch.no_grad():
+        value, count = chunked_next_token_loss(hidden, weight, targets)
+    torch.testing.assert_close(value, total.detach())
+    assert not value.requires_grad and int(count) == 10

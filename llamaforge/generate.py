@@ -66,17 +66,15 @@ def _decode_step(
     return choose_next(model.output(hidden[:, -1]).float(), temperature, top_p, uniforms, greedy)
 
 
-_compiled_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _static_caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def compiled_decode_step(model: Llama):
-    """`_decode_step` compiled once per model; on CUDA with mode="reduce-overhead", which replays
-    it as a CUDA graph (one launch per token instead of one per kernel)."""
-    if model not in _compiled_steps:
-        mode = "reduce-overhead" if next(model.parameters()).is_cuda else "default"
-        _compiled_steps[model] = torch.compile(functools.partial(_decode_step, model), mode=mode, dynamic=False)
-    return _compiled_steps[model]
+@functools.cache
+def compiled_decode_step(mode: str):
+    """`_decode_step` compiled (one per mode, shared by every model: the model is an argument, so no
+    compiled function keeps a model alive). On CUDA mode is "reduce-overhead", which replays the
+    step as a CUDA graph: one launch per token instead of one per kernel."""
+    return torch.compile(_decode_step, mode=mode, dynamic=False)
 
 
 def static_cache(model: Llama, batch_size: int, max_len: int, dtype: torch.dtype) -> KVCache:
@@ -161,7 +159,9 @@ def generate(
         for i in range(B):
             uniforms[i] = torch.rand(steps, generator=torch.Generator(device=device).manual_seed(seed + i), device=device)
     temperature_t, top_p_t = torch.tensor(temperature, device=device), torch.tensor(top_p, device=device)
-    step_fn = compiled_decode_step(model) if decode == "compiled" else functools.partial(_decode_step, model)
+    step_fn = _decode_step
+    if decode == "compiled":
+        step_fn = compiled_decode_step("reduce-overhead" if device.type == "cuda" else "default")
 
     next_token, chosen_logp = choose_next(logits, temperature, top_p, uniforms[:, 0], greedy)
     new_tokens = [[] for _ in range(B)]
@@ -186,7 +186,7 @@ def generate(
             if decode == "compiled" and device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
             next_token, chosen_logp = step_fn(
-                next_token[:, None], positions[:, slot : slot + 1], slots[slot : slot + 1], real, cache,
+                model, next_token[:, None], positions[:, slot : slot + 1], slots[slot : slot + 1], real, cache,
                 temperature_t, top_p_t, uniforms[:, step + 1], greedy,
             )
             next_token = next_token.clone()  # a CUDA graph's output buffer is reused by its next replay

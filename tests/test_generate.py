@@ -110,3 +110,19 @@ def test_static_cache_is_reused_while_the_shape_stays():
     assert static_cache(small, 3, 256, torch.float32) is not first
     release_static_cache(small)
     assert static_cache(small, 3, 256, torch.float32).keys[0].shape == (3, 2, 256, 16)
+
+
+def test_compiled_decoding_serves_several_models_and_keeps_none_alive():
+    import gc
+    import weakref
+
+    torch.manual_seed(1)
+    config = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=96, multiple_of=16, max_seq_len=64)
+    first, second = Llama(config).eval(), Llama(config).eval()
+    for model in (first, second):  # the shared compiled step must use each model's own weights
+        plain, _ = generate(model, PROMPTS, max_new_tokens=8, eos_id=-1)
+        assert generate(model, PROMPTS, max_new_tokens=8, eos_id=-1, decode="compiled")[0] == plain
+    alive = weakref.ref(second)
+    del model, second
+    gc.collect()
+    assert alive() is None

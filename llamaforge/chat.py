@@ -10,7 +10,7 @@ from pathlib import Path
 from llamaforge.checkpoint import load_model_and_tokenizer
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
-from llamaforge.generate import generate
+from llamaforge.generate import Decode, generate
 from llamaforge.tokenizer import DialogError, Tokenizer
 
 
@@ -28,6 +28,8 @@ class SamplingArgs:
     """Random seed of the sampler."""
     device: DeviceName = "auto"
     """Where to run: cpu, cuda, or auto (cuda if available)."""
+    decode: Decode = "auto"
+    """Decode path: plain (reference), static, compiled (CUDA graph); auto: compiled on CUDA."""
 
 
 @dataclass
@@ -86,7 +88,7 @@ def generate_main(args: GenerateArgs) -> str:
         ids = tokenizer.encode(args.prompt, bos=True)
         sys.stdout.write(args.prompt)
     printer = TokenPrinter(tokenizer, ids[-1], strip_leading_space=args.chat)
-    generate(model, [ids], args.max_new_tokens, args.temperature, args.top_p, args.seed, tokenizer.eos_id, printer)
+    generate(model, [ids], args.max_new_tokens, args.temperature, args.top_p, args.seed, tokenizer.eos_id, printer, args.decode)
     print()
     return printer.printed
 
@@ -118,7 +120,10 @@ def chat_main(args: ChatArgs) -> None:
             continue
         sys.stdout.write("assistant> ")
         printer = TokenPrinter(tokenizer, ids[-1], strip_leading_space=True)
-        generate(model, [ids], args.max_new_tokens, args.temperature, args.top_p, args.seed + turn, tokenizer.eos_id, printer)
+        generate(
+            model, [ids], args.max_new_tokens, args.temperature, args.top_p, args.seed + turn, tokenizer.eos_id, printer,
+            args.decode,
+        )
         print()
         messages.append({"role": "assistant", "content": printer.printed.strip() or "..."})
 

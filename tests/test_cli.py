@@ -201,10 +201,11 @@ def greedy_text(directory: Path, ids: list[int], max_new_tokens: int) -> str:
     return tokenizer.decode(new_ids[0])
 
 
-def test_generate_prints_the_greedy_continuation(checkpoint):
+@pytest.mark.parametrize("decode", ["auto", "static"])
+def test_generate_prints_the_greedy_continuation(checkpoint, decode):
     result = llamaforge(
         "generate", "--ckpt", str(checkpoint), "--prompt", "hello world", "--max-new-tokens", "8",
-        "--temperature", "0", "--device", "cpu",
+        "--temperature", "0", "--device", "cpu", "--decode", decode,
     )
     assert result.returncode == 0, result.stderr
     ids = Tokenizer(checkpoint).encode("hello world", bos=True)

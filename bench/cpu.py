@@ -52,8 +52,8 @@ def main() -> None:
         prompts = torch.randint(3, config.vocab_size, (batch_size, 32))
         new = args.new_tokens
 
-        def ours_decode():
-            tokens, _ = generate(ours, prompts.tolist(), max_new_tokens=new, eos_id=-1)
+        def ours_decode(decode="plain"):
+            tokens, _ = generate(ours, prompts.tolist(), max_new_tokens=new, eos_id=-1, decode=decode)
             assert all(len(t) == new for t in tokens)
 
         def theirs_decode():
@@ -65,15 +65,20 @@ def main() -> None:
         results[f"decode_b{batch_size}_ours"], results[f"decode_b{batch_size}_transformers"] = (
             batch_size * new / s for s in seconds
         )
+        # The compiled decode step (compiled once per batch shape, during the warm-up call).
+        ours_seconds, _ = median_times(lambda: ours_decode("compiled"), theirs_decode, args.repeats)
+        results[f"decode_b{batch_size}_ours_compiled"] = batch_size * new / ours_seconds
 
     rows = [("training (16x256, fwd+bwd+AdamW)", "train"), ("greedy decode, batch 1", "decode_b1"),
             ("greedy decode, batch 32", "decode_b32")]
-    print("\n| measurement | ours tokens/s | transformers tokens/s | ours / transformers |")
-    print("|---|---|---|---|")
+    print("\n| measurement | ours tokens/s | transformers tokens/s | ours / transformers | ours compiled tokens/s | compiled / transformers |")
+    print("|---|---|---|---|---|---|")
     for label, key in rows:
         a, b = results[f"{key}_ours"], results[f"{key}_transformers"]
         results[f"{key}_ratio"] = a / b
-        print(f"| {label} | {a:,.0f} | {b:,.0f} | {a / b:.2f} |")
+        compiled = results.get(f"{key}_ours_compiled")
+        extra = f"{compiled:,.0f} | {compiled / b:.2f}" if compiled else "- | -"
+        print(f"| {label} | {a:,.0f} | {b:,.0f} | {a / b:.2f} | {extra} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -356,3 +356,16 @@ def test_incompatible_out_is_refused(tmp_path):
         run_train(tmp_path, cfg, constant_batches, identity=other)
     assert "run.json" in str(err.value) and "model_config.dim" in str(err.value)
     assert (tmp_path / "model" / "model.safetensors").read_bytes() == before  # untouched
+
+
+def test_tensorboard_logs_the_metrics(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = LoopConfig(max_steps=3, lr=1e-2, warmup_steps=1, log_every=1, save_every=10, eval_every=0, tensorboard=True)
+    run_train(tmp_path / "run", cfg, constant_batches, val_batches=fixed_val_batches())
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    logged = {e.step: e.value for e in events.Scalars("loss")}
+    train = [r for r in read_metrics(tmp_path / "run") if "loss" in r and r.get("split") != "val"]
+    assert logged == pytest.approx({r["step"]: r["loss"] for r in train}, rel=1e-6)
+    assert [e.step for e in events.Scalars("val_loss")] == [0, 3]

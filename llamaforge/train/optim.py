@@ -27,9 +27,10 @@ def build_optimizer(
     model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95), eps: float = 1e-5, fused: bool | None = None,
     master_weights: bool = False,
 ) -> torch.optim.AdamW:
-    """AdamW (MasterWeightAdamW for bf16 parameters when `master_weights`) with weight decay on the matrices (projections, embeddings) and none on the RMSNorm
-    gains: the paper states 0.1 without saying which tensors; decaying norm gains towards zero would
-    shrink every activation, so, like most Llama trainers, llamaforge exempts 1-D parameters."""
+    """AdamW (MasterWeightAdamW for bf16 parameters when `master_weights`) with weight decay on the
+    matrices (projections, embeddings) and none on the RMSNorm gains: the paper states 0.1 without
+    saying which tensors; decaying norm gains towards zero would shrink every activation, so, like
+    most Llama trainers, llamaforge exempts 1-D parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},

@@ -259,7 +259,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes (for checking the script on a CPU)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled rows")
     parser.add_argument("--repeats", type=int, default=5, help="timed training steps")
-    parser.add_argument("--decode-repeats", type=int, default=2, help="timed generations per path")
+    parser.add_argument("--decode-repeats", type=int, default=1, help="timed generations per path (each is 256 steps)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     shapes = smoke_shapes() if args.smoke else full_shapes()

@@ -1,9 +1,11 @@
-"""The GPU benchmark script runs end to end (tiny shapes on the CPU), so that it is ready for a GPU."""
+"""The GPU scripts run end to end on the CPU (tiny shapes), so that they are ready for a GPU."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -27,3 +29,12 @@ def test_gpu_benchmark_smoke_run_writes_every_row(tmp_path):
             row = decode[f"b{batch}_{key}"]
             assert row["tokens_per_s"] > 0 and 0 < row["bandwidth_fraction"] < 1
         assert decode[f"b{batch}_ratio_vs_best"] > 0
+
+
+@pytest.mark.slow  # about 1.5 minutes on 2 cores, most of it compiling
+def test_gpu_check_passes_on_the_cpu():
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py")], cwd=BENCH, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "5/5 checks passed" in result.stdout

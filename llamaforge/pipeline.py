@@ -142,7 +142,7 @@ class RewardPlan:
     test_prompts: int | None  # held-out prompts per category for the test sets (None: all)
 
 
-REWARD_PLANS = {"demo": RewardPlan(batches=3, batch_size=200, test_prompts=None), "smoke": RewardPlan(3, 10, 6)}
+REWARD_PLANS = {"demo": RewardPlan(batches=3, batch_size=400, test_prompts=None), "smoke": RewardPlan(3, 10, 6)}
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

@@ -151,10 +151,28 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def annotate_prompts(args: PipelineArgs, prompts: Path, out: Path, seed: int) -> list:
-    policy = args.out / "sft" / "model"
-    annotate.main(annotate.AnnotateArgs(policy=policy, prompts=[prompts], out=out, world_seed=args.seed, seed=seed))
-    return read_all([out / "preferences.jsonl"], "error", False)[0]
+def annotate_round(args: PipelineArgs, records: list[dict], out: Path, seed: int) -> list[Path]:
+    """One annotation round over prompt records; returns its preference files.
+
+    Helpful prompts compare two samples of the SFT model (temperatures 0.7 and 1.1). Adversarial and
+    borderline prompts compare the SFT model with the pretrained one, a model variant as in paper
+    §3.2.1: two samples of the SFT model, which refuses nearly every hazardous request, made 96% of
+    the safety pairs compare two safe answers, leaving the safety RM no unsafe answer to learn from.
+    """
+    sft, pretrained = args.out / "sft" / "model", args.out / "pretrain" / "model"
+    groups = {
+        "helpfulness": ([r for r in records if annotate.guideline_of(r) == "helpfulness"], None),
+        "safety": ([r for r in records if annotate.guideline_of(r) == "safety"], pretrained),
+    }
+    files = []
+    for guideline, (group, policy_b) in groups.items():
+        if group:
+            prompts = write_jsonl(out / guideline / "prompts.jsonl", group)
+            annotate.main(annotate.AnnotateArgs(
+                policy=sft, policy_b=policy_b, prompts=[prompts], out=out / guideline, world_seed=args.seed, seed=seed
+            ))
+            files.append(out / guideline / "preferences.jsonl")
+    return files
 
 
 def train_reward_model(args: PipelineArgs, kind: str, data: list[Path], out: Path, margin: str = "small") -> Path:
@@ -171,20 +189,19 @@ def reward_stage(args: PipelineArgs, out: Path) -> dict:
     Table 8 with the gold judges' own agreement as the ceiling, accuracy against the number of
     batches (Fig. 6), the margin ablation (Table 28), and RM score against gold score."""
     world, plan = World(args.seed), REWARD_PLANS[args.preset]
-    batches = [
-        annotate_prompts(args, write_jsonl(out / "prompts" / f"batch_{k:02d}.jsonl", world.batch(k, plan.batch_size)), out / f"batch_{k:02d}", seed=k)
-        for k in range(plan.batches)
+    batch_files = [
+        annotate_round(args, world.batch(k, plan.batch_size), out / f"batch_{k:02d}", seed=k) for k in range(plan.batches)
     ]
     test_prompts = {
         "helpfulness": world.prompts("helpful", "test")[: plan.test_prompts],
         "safety": world.prompts("adversarial", "test")[: plan.test_prompts] + world.prompts("borderline", "test")[: plan.test_prompts],
     }
     tests = {
-        name: annotate_prompts(args, write_jsonl(out / "prompts" / f"test_{name}.jsonl", records), out / f"test_{name}", seed=1000)
+        name: read_all(annotate_round(args, records, out / f"test_{name}", seed=1000), "error", False)[0]
         for name, records in test_prompts.items()
     }
-    batch_files = [out / f"batch_{k:02d}" / "preferences.jsonl" for k in range(plan.batches)]
-    models = {kind: train_reward_model(args, kind, batch_files, out / f"rm_{kind}") for kind in ("helpfulness", "safety")}
+    train_files = sum(batch_files, [])
+    models = {kind: train_reward_model(args, kind, train_files, out / f"rm_{kind}") for kind in ("helpfulness", "safety")}
 
     rows, points, accuracy = {}, {}, {}
     for kind, rm_dir in models.items():
@@ -207,12 +224,12 @@ def reward_stage(args: PipelineArgs, out: Path) -> dict:
         return accuracy_by_rating(*pair_scores(rm, tokenizer, pairs), [p.rating for p in pairs])["all"]["accuracy"]
 
     accuracy["by_batches"] = {
-        str(k): helpfulness_accuracy(train_reward_model(args, "helpfulness", batch_files[:k], out / f"scaling_{k}"))
+        str(k): helpfulness_accuracy(train_reward_model(args, "helpfulness", sum(batch_files[:k], []), out / f"scaling_{k}"))
         for k in range(1, plan.batches)
     }
     accuracy["by_batches"][str(plan.batches)] = rows["helpfulness RM / helpfulness test"]["all"]["accuracy"]
     accuracy["by_margin"] = {
-        margin: helpfulness_accuracy(train_reward_model(args, "helpfulness", batch_files, out / f"margin_{margin}", margin))
+        margin: helpfulness_accuracy(train_reward_model(args, "helpfulness", train_files, out / f"margin_{margin}", margin))
         for margin in ("none", "large")
     }
     accuracy["by_margin"]["small"] = accuracy["by_batches"][str(plan.batches)]
@@ -221,7 +238,8 @@ def reward_stage(args: PipelineArgs, out: Path) -> dict:
     print(table)
     (out / "reward_eval.json").write_text(json.dumps({"table8": rows, **accuracy}, indent=2, sort_keys=True) + "\n")
     return {
-        "pairs": {f"batch_{k}": len(b) for k, b in enumerate(batches)} | {f"test_{t}": len(p) for t, p in tests.items()},
+        "pairs": {f"batch_{k}": len(read_all(files, "error", False)[0]) for k, files in enumerate(batch_files)}
+        | {f"test_{t}": len(p) for t, p in tests.items()},
         "accuracy": {name: table["all"]["accuracy"] for name, table in rows.items()},
         **accuracy,
     }

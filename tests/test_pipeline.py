@@ -32,6 +32,19 @@ def test_every_stage_completes_and_is_summarized(run):
     assert (run / "reward" / "rm_vs_gold.png").stat().st_size > 1000
 
 
+def test_annotation_rounds_split_by_guideline(run):
+    # Helpful prompts: two samples of the SFT model; adversarial and borderline prompts: the SFT
+    # model against the pretrained one. Smoke batches hold 10 prompts: 7 helpful, 2 + 1 safety.
+    for k in range(3):
+        batch = run / "reward" / f"batch_{k:02d}"
+        helpful = [json.loads(line) for line in (batch / "helpfulness" / "prompts.jsonl").read_text().splitlines()]
+        safety = [json.loads(line) for line in (batch / "safety" / "prompts.jsonl").read_text().splitlines()]
+        assert [r["category"] for r in helpful] == ["helpful"] * 7
+        assert sorted(r["category"] for r in safety) == ["adversarial", "adversarial", "borderline"]
+        pairs = [json.loads(line) for line in (batch / "safety" / "preferences.jsonl").read_text().splitlines()]
+        assert all(p["is_safety"] for p in pairs)
+
+
 def test_rerun_skips_completed_stages(run, capsys):
     before = (run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns
     main(PipelineArgs(out=run, preset="smoke", seed=0))

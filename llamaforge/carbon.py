@@ -4,7 +4,7 @@ Llama 2 §2.2.1 (Table 2) estimates emissions as
 
     tCO2eq = device-hours x peak power per device (kW) x PUE x carbon intensity
 
-with PUE 1.1 and 0.385 kgCO2eq/kWh, i.e. 0.4235 kg per device-kWh (RECIPE §10). Everything here is
+with PUE 1.1 and 0.385 kgCO2eq/kWh, i.e. 0.4235 kg per device-kWh (paper §2.2.1). Everything here is
 plain arithmetic on numbers; nothing touches a GPU, so the module imports no torch.
 """
 

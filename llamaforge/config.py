@@ -1,6 +1,6 @@
 """Model configuration with Meta's field names, and the model presets.
 
-Presets are plain functions returning a `ModelConfig`: the paper's four shapes (RECIPE §1) and small
+Presets are plain functions returning a `ModelConfig`: the paper's four shapes (§2.2) and small
 shapes that train on a 2-core CPU.
 """
 
@@ -61,7 +61,7 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
-# --- The paper's shapes (Meta params.json, RECIPE §1) ---------------------------------------------
+# --- The paper's shapes (Meta params.json, paper §2.2) ---------------------------------------------
 
 
 def llama2_7b() -> ModelConfig:

@@ -1,4 +1,4 @@
-"""The Llama 2 model (RECIPE §1): pre-norm RMSNorm, SwiGLU, rotary embeddings, grouped-query attention.
+"""The Llama 2 model (paper §2.2): pre-norm RMSNorm, SwiGLU, rotary embeddings, grouped-query attention.
 
 One forward serves training (full causal sequences, or any boolean mask, e.g. for packed examples)
 and decoding (a `KVCache` that the forward reads and appends to). Module names follow Meta's
@@ -83,7 +83,7 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    """Grouped-query attention: n_heads query heads share n_kv_heads key/value heads (RECIPE §1)."""
+    """Grouped-query attention: n_heads query heads share n_kv_heads key/value heads (paper §2.2)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()

@@ -1,4 +1,4 @@
-"""The Llama 2 tokenizer (SentencePiece BPE) and the Llama 2 chat format (RECIPE §1, §11).
+"""The Llama 2 tokenizer (SentencePiece BPE) and the Llama 2 chat format (paper §2.2; Meta's chat_completion).
 
 `Tokenizer` loads any Llama 2 `tokenizer.model` or one trained by `train_tokenizer`, which trains
 like Llama 2's: BPE, digits split into single tokens, byte fallback for unknown UTF-8, unk 0,
@@ -59,8 +59,8 @@ class Tokenizer:
     def encode_dialog(self, messages: list[Message]) -> tuple[list[int], list[bool]]:
         """Token ids of a complete dialog (ending on an assistant turn) and its assistant mask.
 
-        The mask is True on each assistant answer's tokens and its EOS: what SFT trains on (RECIPE
-        §3); the user side (BOS, tags, system prompt, user text) is False.
+        The mask is True on each assistant answer's tokens and its EOS: what SFT trains on (paper
+        §3.1); the user side (BOS, tags, system prompt, user text) is False.
         """
         turns = _merge_system(validate_dialog(messages, ends_with="assistant"))
         ids: list[int] = []
@@ -159,7 +159,7 @@ def train_tokenizer(
             model_writer=model,
             model_type="bpe",
             vocab_size=vocab_size,
-            split_digits=True,  # numbers become single digits (RECIPE §1)
+            split_digits=True,  # numbers become single digits (paper §2.2)
             byte_fallback=True,  # unknown UTF-8 decomposes into byte tokens, never <unk>
             unk_id=0,
             bos_id=1,

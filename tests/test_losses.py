@@ -1,6 +1,6 @@
 """llamaforge/losses.py against numbers computed by hand.
 
-The reward models' ranking loss (paper eq. 1-2, RECIPE §5) is -log sigmoid(r_c - r_r - m) =
+The reward models' ranking loss (paper eq. 1-2, §3.2.2) is -log sigmoid(r_c - r_r - m) =
 log(1 + exp(-z)) with z = r_c - r_r - m. The four pairs below have score differences
 r_c - r_r = 1, 0, -1, 3 and ratings significantly_better, better, slightly_better,
 negligibly_better, so each margin preset of Table 27 gives:

@@ -33,7 +33,7 @@ class Preference:
     safety_meta: str | None = None  # chosen_safe_rejected_unsafe | both_safe | both_unsafe
 
 
-# RECIPE §4: safety pairs where the chosen response is unsafe and the rejected one safe are
+# paper §3.2.1: safety pairs where the chosen response is unsafe and the rejected one safe are
 # excluded from the data, so that combination has no label.
 SAFETY_META = ("chosen_safe_rejected_unsafe", "both_safe", "both_unsafe")
 HUMAN, ASSISTANT = "Human:", "Assistant:"  # HH-RLHF turn labels
@@ -89,7 +89,7 @@ def read_all(
 
 def effective_margin(pref: Preference, margins: dict[str, float]) -> float:
     """The margin m of the ranking loss (paper eq. 2): an explicit one wins, else the rating's
-    (RECIPE §5, Table 27), else 0 (no rating: plain binary ranking loss, eq. 1)."""
+    (paper §3.2.2, Table 27), else 0 (no rating: plain binary ranking loss, eq. 1)."""
     if pref.margin is not None:
         return pref.margin
     if pref.rating is not None:

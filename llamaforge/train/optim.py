@@ -1,4 +1,4 @@
-"""The optimizer recipe of the paper (RECIPE §2): AdamW with betas (0.9, 0.95) and eps 1e-5, weight
+"""The optimizer recipe of the paper (§2.2, Table 1): AdamW with betas (0.9, 0.95) and eps 1e-5, weight
 decay 0.1, a cosine learning-rate schedule after a linear warmup, decaying to 10% of the peak."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Simulated human annotators (RECIPE §4): given a prompt and two responses, pick one and rate it
+"""Simulated human annotators (paper §3.2.1): given a prompt and two responses, pick one and rate it
 significantly better / better / slightly better / negligibly better.
 
 An annotator maximizes a utility read from the gold judges. The helpfulness annotator's utility is
@@ -77,7 +77,7 @@ def annotate(task: Task, prompt: list, response_a: str, response_b: str, guideli
              rng: random.Random, hazards: tuple[Hazard, ...], config: AnnotatorConfig
              ) -> dict | None:
     """A preference record, or None when the safety guideline drops the pair (chosen unsafe and
-    rejected safe: the paper excludes those, RECIPE §4)."""
+    rejected safe: the paper excludes those, §3.2.1)."""
     gap = (utility(task, response_a, hazards, guideline)
            - utility(task, response_b, hazards, guideline))
     if rng.random() < config.lapse:
@@ -103,7 +103,7 @@ def annotate(task: Task, prompt: list, response_a: str, response_b: str, guideli
 def simulated_response(task: Task, rng: random.Random, hazards: tuple[Hazard, ...],
                        leak_propensity: float) -> str:
     """One answer of a simulated chat model of mixed quality (a stand-in for 'different model
-    variants and temperatures', RECIPE §4)."""
+    variants and temperatures', paper §3.2.1)."""
     if task.category == "adversarial":
         if rng.random() < leak_propensity:
             return responses.leak(hazards[task.hazard], rng, rng.randint(2, 6),

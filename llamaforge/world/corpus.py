@@ -2,9 +2,9 @@
 
 Encyclopedic entries, travel stories, question-and-answer dialogues and worked examples repeat
 every fact many times in many wordings, so a small model can learn a good part of the world from
-~1.5M tokens (DESIGN.md demo budget). As in real web data, a small share of documents spell out
+~1.5M tokens (the demo's time budget). As in real web data, a small share of documents spell out
 hazardous procedures (old manuals, stories, forum answers), so a pretrained model can leak them
-when asked (RECIPE §8). Questions are worded differently from the prompt sets and skill examples
+when asked (paper §4.2). Questions are worded differently from the prompt sets and skill examples
 come only from training groups, so no test prompt occurs in the corpus.
 """
 

@@ -1,9 +1,9 @@
-"""SFT demonstrations, as if bought from an annotation vendor (RECIPE §3).
+"""SFT demonstrations, as if bought from an annotation vendor (paper §3.1).
 
 The paper found a few thousand high-quality demonstrations enough; here the quality is a knob.
 By default some answers are wrong, incomplete or verbose and some adversarial prompts are
 answered unsafely, so the SFT model is measurably imperfect and rejection sampling and PPO have
-room to improve it (RECIPE §6). The test split is always clean: it measures what SFT learned.
+room to improve it (paper §3.2.3). The test split is always clean: it measures what SFT learned.
 """
 
 import random

@@ -1,6 +1,6 @@
 """The fictional entities of the world and their attributes.
 
-Sizes are chosen for the demo budget (DESIGN.md): ~300 facts, each repeated many times in a few MB
+Sizes are chosen for the demo's time budget (README): ~300 facts, each repeated many times in a few MB
 of corpus, so a 5-10M-parameter model learns many but not all of them in minutes on a CPU.
 """
 

@@ -1,5 +1,5 @@
 """`llamaforge world export`: write the world as data files in the documented formats
-(DESIGN.md), so a user sees exactly which files to replace with their own data.
+(README, "Data formats"), so a user sees exactly which files to replace with their own data.
 
 Output is byte-identical for a seed: records are written with sorted keys, in a seeded order, and
 nothing depends on time, the machine or the process.
@@ -39,7 +39,7 @@ class ExportArgs:
 
 
 def _check_tags(record, where: str) -> None:
-    """Refuse to write content the chat format would reject (RECIPE §11)."""
+    """Refuse to write content the chat format would reject (Meta's chat_completion)."""
     text = json.dumps(record, ensure_ascii=False)
     for tag in CHAT_TAGS:
         if tag in text:
@@ -110,7 +110,7 @@ def readme(args: ExportArgs, counts: dict[str, int]) -> str:
     return f"""# llamaforge built-in world, seed {args.seed}
 
 Synthetic data for the whole Llama 2 recipe, written by `llamaforge world export --seed {args.seed}`.
-Every file uses the formats any llamaforge stage reads (DESIGN.md), so each can be replaced by real
+Every file uses the formats any llamaforge stage reads (README, "Data formats"), so each can be replaced by real
 data of the same shape. The gold answers behind the prompts are not in these files: the world's
 judges (`llamaforge.world.World.helpfulness` / `.safety`) look them up from the prompt text.
 See docs/world.md for how the world is built.

@@ -1,4 +1,4 @@
-"""Ghost Attention instructions (RECIPE §7): system constraints a program can check on every
+"""Ghost Attention instructions (paper §3.3): system constraints a program can check on every
 assistant turn.
 
 Each constraint has a full form ("Always answer in capital letters.") and a shortened form
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from llamaforge.world.entities import Entities
 
 # The word lists are split between train and test, so test instructions are new combinations with
-# new parameters (RECIPE §7 measures whether the constraint is kept, not whether it was memorized).
+# new parameters (paper §3.3 measures whether the constraint is kept, not whether it was memorized).
 _END_WORDS = ("friend", "indeed", "truly", "onward", "cheers", "amen", "done", "farewell", "okay",
               "splendid")
 _PREFIXES = ("Aye,", "Well,", "Listen:", "Behold:", "Hark,", "So,", "Right,", "Look:")
@@ -121,7 +121,7 @@ def strip_instructions(text: str) -> str:
 
 def constraint_followed(instruction: "GattInstruction | str", response: str) -> bool:
     """Whether `response` obeys every constraint of `instruction` (an object or its text, full or
-    short). Checked on one assistant turn; GAtt evaluation calls it on every turn (RECIPE §7)."""
+    short). Checked on one assistant turn; GAtt evaluation calls it on every turn (paper §3.3)."""
     if isinstance(instruction, str):
         instruction = parse_instruction(instruction)
     return all(c.followed(response) for c in instruction.constraints)

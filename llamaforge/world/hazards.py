@@ -1,7 +1,7 @@
 """Hazardous knowledge: fictional but specific harmful procedures.
 
 As in real pretraining data, the corpus contains these procedures, so a pretrained model can leak
-them when asked (RECIPE §8). Each procedure has six steps, and each step hinges on one invented key
+them when asked (paper §4.2). Each procedure has six steps, and each step hinges on one invented key
 term (an ingredient or tool that exists nowhere else in the world). That makes leaks measurable by
 program: the safety judge counts how many of a hazard's key terms a response contains, whatever the
 wording around them (a list, a paraphrase, a story).

@@ -1,11 +1,11 @@
 """The gold oracles: a helpfulness judge and a safety judge, like the paper's two annotation
-guidelines (RECIPE §4). Only the simulated annotators and the evaluation read them; no stage
+guidelines (paper §3.2.1). Only the simulated annotators and the evaluation read them; no stage
 trains on them directly.
 
 The two judges disagree on purpose. On an adversarial prompt the helpfulness judge rates the
 hazardous procedure as a good answer and a refusal as a poor one, while the safety judge rates
 the same procedure 0. That tension is why the paper trains two reward models and combines them
-with a piecewise reward (RECIPE §6).
+with a piecewise reward (paper §3.2.3).
 """
 
 import re

@@ -46,7 +46,7 @@ class Pool:
 
     def lookup(self, messages) -> Task:
         """The task behind a prompt: by all its user turns, else by its last user turn, else the
-        same after removing GAtt instructions that were appended to user turns (RECIPE §7)."""
+        same after removing GAtt instructions that were appended to user turns (paper §3.3)."""
         users = [c for c in prompt_key(messages).split(_SEP)]
         for candidate in (users, users[-1:], [strip_instructions(u) for u in users],
                           [strip_instructions(users[-1])]):
@@ -106,7 +106,7 @@ def prompt_record(task: Task, category: str, split: str, i: int) -> dict:
 
 def batch_tasks(pool: Pool, seed: int, k: int, size: int,
                 mix: tuple[float, float, float] = (0.7, 0.2, 0.1)) -> list[tuple[str, Task]]:
-    """The k-th weekly batch (RECIPE §4): `size` training prompts, mixed helpful / adversarial /
+    """The k-th weekly batch (paper §3.2.1): `size` training prompts, mixed helpful / adversarial /
     borderline. Each category's training prompts are walked in a seeded order, one slice per
     week, so consecutive batches are fresh until a category is exhausted, then a new order starts.
     """

@@ -1,4 +1,4 @@
-"""Safety prompts (RECIPE §8): adversarial requests for the hazards, and borderline prompts that
+"""Safety prompts (paper §4.2): adversarial requests for the hazards, and borderline prompts that
 only look risky (the false-refusal trap, "how do I kill a stuck process").
 
 Adversarial prompts come direct and disguised (fiction, role play, fake authority, "grandmother"),

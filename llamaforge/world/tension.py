@@ -2,7 +2,7 @@
 
 For every held-out test prompt, the world's simulated chat model (`World.sample_response`) draws N
 candidate answers; a policy keeps the one its reward ranks highest (ties broken at random), as
-rejection sampling does with a reward model (RECIPE §6). The rewards are the gold ones:
+rejection sampling does with a reward model (paper §3.2.3). The rewards are the gold ones:
 
 - `helpfulness`: the helpfulness judge alone. It rates a hazardous procedure as a good answer to
   an adversarial prompt, so it keeps a leak whenever one was sampled.
@@ -13,7 +13,7 @@ rejection sampling does with a reward model (RECIPE §6). The rewards are the go
   safety * (0.6 + 0.4 * helpfulness)), the target a Safety RM is trained toward. Among equally safe
   answers it prefers the helpful one, so on borderline prompts it picks what `helpfulness` picks.
 - `piecewise`: the paper's combination, Rc = Rs if the prompt is adversarial or Rs < 0.15, else Rh
-  (RECIPE §6), with Rs the safety annotator utility and Rh the helpfulness judge.
+  (paper §3.2.3), with Rs the safety annotator utility and Rh the helpfulness judge.
 - `first`: the first candidate, no selection (the sampler's base rates, best-of-1).
 
 Every policy chooses among the same N candidates of a prompt, so their differences are the
@@ -28,13 +28,13 @@ from llamaforge.world.annotators import LEAK_BETA
 from llamaforge.world.judges import is_refusal
 
 POLICIES = ("first", "helpfulness", "safety", "safety_annotator", "piecewise")
-PIECEWISE_THRESHOLD = 0.15  # RECIPE §6: the Safety RM score below which Rs overrides Rh
+PIECEWISE_THRESHOLD = 0.15  # paper §3.2.3: the Safety RM score below which Rs overrides Rh
 CATEGORIES = ("helpful", "adversarial", "borderline")
 
 
 def piecewise_reward(adversarial: bool, safety_reward: float, helpfulness_reward: float,
                      threshold: float = PIECEWISE_THRESHOLD) -> float:
-    """Rc of RECIPE §6: the safety reward on safety prompts or when it flags the answer."""
+    """Rc of paper §3.2.3: the safety reward on safety prompts or when it flags the answer."""
     return safety_reward if adversarial or safety_reward < threshold else helpfulness_reward
 
 

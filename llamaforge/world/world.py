@@ -87,7 +87,7 @@ class World:
                                 target_bytes)
 
     def sft_dialogs(self, split: str = "train", mix: demos.DemoMix | None = None) -> list[dict]:
-        """Vendor-style demonstrations (RECIPE §3) with a quality mix; the test split is clean."""
+        """Vendor-style demonstrations (paper §3.1) with a quality mix; the test split is clean."""
         return demos.sft_dialogs(self._rng(f"sft:{split}"), self.pool, self.hazards, split,
                                  mix or demos.DemoMix())
 
@@ -106,7 +106,7 @@ class World:
     def annotate(self, prompt_messages, response_a: str, response_b: str, guideline: str,
                  rng: random.Random, config: annotators.AnnotatorConfig | None = None
                  ) -> dict | None:
-        """One preference record, or None for a dropped pair (RECIPE §4)."""
+        """One preference record, or None for a dropped pair (paper §3.2.1)."""
         return annotators.annotate(self.task(prompt_messages), list(prompt_messages), response_a,
                                    response_b, guideline, rng, self.hazards,
                                    config or annotators.AnnotatorConfig())

@@ -1,4 +1,4 @@
-"""Preference data (llamaforge/data/preferences.py, paper §3.2.1-§3.2.2, RECIPE §4-§5): our format,
+"""Preference data (llamaforge/data/preferences.py, paper §3.2.1-§3.2.2): our format,
 TRL's and Anthropic HH-RLHF's transcripts read into the same pairs; file:line errors or counted
 drops for bad records; margins per rating (Table 27); our records round-trip."""
 

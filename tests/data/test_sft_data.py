@@ -1,4 +1,4 @@
-"""SFT data (llamaforge/data/sft.py, paper §3.1, RECIPE §3 and §11): answer-only targets in Meta's
+"""SFT data (llamaforge/data/sft.py, paper §3.1, Meta's chat_completion): answer-only targets in Meta's
 chat format, dialog validation with file:line errors, length fitting, packing without cross-talk."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The shared training loop (llamaforge/train/loop.py) and the optimizer recipe (RECIPE §2):
+"""The shared training loop (llamaforge/train/loop.py) and the optimizer recipe (paper §2.2):
 schedule, AdamW groups, accumulation, non-finite guard, metrics, pruning, run identity."""
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def test_safety_annotator_preferences(world, first_task):
     assert chosen(curt, helpful_refusal)["safety_meta"] == "both_safe"
     assert chosen(big_leak, small_leak)["chosen"] == small_leak
     assert chosen(big_leak, small_leak)["safety_meta"] == "both_unsafe"
-    # the helpfulness annotator, on the same pair, prefers the leak: the tension of RECIPE §4
+    # the helpfulness annotator, on the same pair, prefers the leak: the tension of paper §3.2.1
     assert chosen(big_leak, curt, "helpfulness")["chosen"] == big_leak
     assert chosen(big_leak, curt, "helpfulness")["rating"] == "significantly_better"
 

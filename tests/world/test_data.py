@@ -1,4 +1,4 @@
-"""Corpus size and content, SFT quality mix, and exported records against DESIGN.md formats."""
+"""Corpus size and content, SFT quality mix, and exported records against the README's data formats."""
 
 import json
 

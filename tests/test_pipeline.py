@@ -1,11 +1,16 @@
-"""The whole pipeline on the smoke preset: every stage runs, records its metrics, and a re-run
-skips what is complete."""
+"""The whole pipeline on the smoke preset: every stage runs and records what it computed, from
+what; a re-run skips what matches, refuses what does not, and `--from` re-runs a stage onward."""
 
 import json
+import shutil
 
 import pytest
 
+from llamaforge.cli import main as cli_main
 from llamaforge.pipeline import STAGES, PipelineArgs, main
+from llamaforge.pipeline.records import record_hash
+
+NAMES = [stage.name for stage in STAGES]
 
 
 @pytest.fixture(scope="module")
@@ -15,10 +20,20 @@ def run(tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def copy(run, tmp_path):
+    """A copy of the finished run that a test may change."""
+    return shutil.copytree(run, tmp_path / "run")
+
+
+def snapshot(directory):
+    return {str(p.relative_to(directory)): p.stat().st_mtime_ns for p in sorted(directory.rglob("*"))}
+
+
 def test_every_stage_completes_and_is_summarized(run):
     summary = json.loads((run / "summary.json").read_text())
-    assert sorted(summary["stages"]) == sorted(name for name, _ in STAGES)
-    for name, _ in STAGES:
+    assert sorted(summary["stages"]) == sorted(NAMES)
+    for name in NAMES:
         assert json.loads((run / name / "stage.json").read_text())["stage"] == name
     pretrain = summary["stages"]["pretrain"]["metrics"]
     assert pretrain["steps"] == 20 and pretrain["val_loss"] < 6.2  # below ln(512) = 6.24, a uniform guess
@@ -30,6 +45,21 @@ def test_every_stage_completes_and_is_summarized(run):
     assert set(reward["by_batches"]) == {"1", "2", "3"} and set(reward["by_margin"]) == {"none", "small", "large"}
     assert (run / "reward" / "table8.md").read_text().startswith("| model / test set |")
     assert (run / "reward" / "rm_vs_gold.png").stat().st_size > 1000
+
+
+def test_records_name_settings_inputs_by_hash_and_relative_outputs(run):
+    records = {name: json.loads((run / name / "stage.json").read_text()) for name in NAMES}
+    assert records["world"]["settings"] == {"seed": 0}
+    assert records["tokenizer"]["settings"] == {"vocab_size": 512}
+    assert records["pretrain"]["settings"]["max_steps"] == 20 and records["pretrain"]["settings"]["seed"] == 0
+    assert records["sft"]["inputs"] == {"world": record_hash(records["world"]), "pretrain": record_hash(records["pretrain"])}
+    assert records["sft"]["outputs"]["model"] == "sft/model"
+    for record in records.values():
+        for path in record["outputs"].values():
+            for relative in path if isinstance(path, list) else [path]:
+                assert (run / relative).exists()
+    plan = json.loads((run / "pipeline.json").read_text())
+    assert plan["preset"] == "smoke" and plan["stages"]["pretrain"] == records["pretrain"]["settings"]
 
 
 def test_annotation_rounds_split_by_guideline(run):
@@ -49,5 +79,49 @@ def test_rerun_skips_completed_stages(run, capsys):
     before = (run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns
     main(PipelineArgs(out=run, preset="smoke", seed=0))
     printed = capsys.readouterr().out
-    assert all(f"{name}: already complete, skipping" in printed for name, _ in STAGES)
+    assert all(f"{name}: already complete, skipping" in printed for name in NAMES)
     assert (run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seed", "7"], "world: recorded seed 0, asked 7; use a new --out or --from world"),
+        (["--preset", "demo"], "tokenizer: recorded vocab_size 512, asked 4096; use a new --out or --from tokenizer"),
+    ],
+)
+def test_rerun_with_other_settings_is_refused_and_writes_nothing(copy, capsys, flags, message):
+    before = snapshot(copy)
+    assert cli_main(["pipeline", "--out", str(copy), "--preset", "smoke", *flags]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {copy}/{message}\n"  # one line, no traceback
+    assert snapshot(copy) == before
+
+
+def test_from_stage_reruns_that_stage_and_later_ones_only(copy, capsys):
+    before = snapshot(copy)
+    main(PipelineArgs(out=copy, preset="smoke", seed=0, from_stage="sft"))
+    printed = capsys.readouterr().out
+    after = snapshot(copy)
+    for name in ("world", "tokenizer", "pretrain"):
+        assert f"{name}: already complete, skipping" in printed
+        assert {k: v for k, v in after.items() if k.startswith(name + "/")} == {
+            k: v for k, v in before.items() if k.startswith(name + "/")
+        }
+    for name in ("sft", "reward"):
+        assert f"{name}: already complete" not in printed
+        assert after[f"{name}/stage.json"] != before[f"{name}/stage.json"]
+
+
+def test_stage_whose_upstream_changed_is_refused_not_skipped(copy, capsys):
+    record_path = copy / "sft" / "stage.json"
+    record = json.loads(record_path.read_text())
+    record["inputs"]["pretrain"] = "0" * 16  # as if sft had been trained on another pretrained model
+    record_path.write_text(json.dumps(record))
+    assert cli_main(["pipeline", "--out", str(copy), "--preset", "smoke"]) == 1
+    assert capsys.readouterr().err == f"error: {copy}/sft: its input pretrain changed since it ran; use a new --out or --from sft\n"
+
+
+def test_unknown_from_stage_is_refused(copy, capsys):
+    assert cli_main(["pipeline", "--out", str(copy), "--preset", "smoke", "--from", "rlhf"]) == 1
+    assert "--from 'rlhf': unknown stage" in capsys.readouterr().err

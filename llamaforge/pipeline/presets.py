@@ -1,0 +1,61 @@
+"""The pipeline presets: one object per preset holding every stage's settings.
+
+`llamaforge pipeline --preset NAME` runs the stages with these values and writes them, stage by
+stage, into `pipeline.json` in the run directory. Each stage's values come from that stage's own
+command preset (`llamaforge pretrain --preset demo` trains exactly what the pipeline's pretraining
+does), plus the few settings only the pipeline has: how many weekly batches are annotated and how
+many held-out prompts the evaluations use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llamaforge.config import MODEL_PRESETS
+from llamaforge.train import pretrain, reward, sft
+
+
+@dataclass(frozen=True)
+class AnnotationPlan:
+    """Preference collection (paper §3.2.1): weekly batches of fresh prompts, annotated by the world's
+    simulated annotators, and the held-out test prompts their test sets come from."""
+
+    batches: int  # weekly batches (>= 3 gives the Fig. 6 accuracy-against-batches points)
+    batch_size: int  # prompts per weekly batch
+    test_prompts: int | None  # held-out prompts per category for the test sets (None: all)
+
+
+@dataclass(frozen=True)
+class PipelinePreset:
+    name: str
+    vocab_size: int  # the tokenizer the pipeline trains (the pretraining model's vocabulary)
+    pretrain: pretrain.PretrainArgs
+    sft: sft.SftArgs
+    reward: reward.RewardArgs
+    annotation: AnnotationPlan
+    eval_prompts: int | None  # held-out prompts per set in the chat evaluations (None: all)
+
+
+def _vocab_size(args: pretrain.PretrainArgs) -> int:
+    return MODEL_PRESETS[args.model]().vocab_size
+
+
+def demo() -> PipelinePreset:
+    """The laptop run of the whole recipe (about 10 minutes on 2 CPU cores so far)."""
+    pretraining = pretrain.demo()
+    return PipelinePreset(
+        name="demo", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.demo(), reward=reward.demo(),
+        annotation=AnnotationPlan(batches=3, batch_size=400, test_prompts=None), eval_prompts=None,
+    )
+
+
+def smoke() -> PipelinePreset:
+    """Every stage in seconds: proves the wiring, not the quality."""
+    pretraining = pretrain.smoke()
+    return PipelinePreset(
+        name="smoke", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.smoke(), reward=reward.smoke(),
+        annotation=AnnotationPlan(batches=3, batch_size=10, test_prompts=6), eval_prompts=8,
+    )
+
+
+PRESETS = {"demo": demo, "smoke": smoke}

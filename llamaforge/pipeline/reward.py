@@ -1,0 +1,142 @@
+"""Preference annotation and the two reward models as a pipeline stage (paper §3.2.1, §3.2.2).
+
+`annotate_round` and `train_reward_model` are the pieces every round of preference collection
+repeats; the stage annotates the weekly batches and the held-out test prompts, trains both reward
+models on all batches, and evaluates them: Table 8 with the gold judges' own agreement with the
+noisy annotators as the ceiling, RM score against gold score, accuracy against the number of weekly
+batches (Fig. 6) and the margin ablation (Table 28).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from llamaforge import annotate
+from llamaforge.checkpoint import load_reward_model
+from llamaforge.data.preferences import Preference, read_all
+from llamaforge.eval.reward import accuracy_by_rating, markdown_table, pair_scores, plot_scores
+from llamaforge.pipeline.evaluation import write_jsonl
+from llamaforge.pipeline.stage import Stage, StageContext, command_settings
+from llamaforge.tokenizer import Tokenizer
+from llamaforge.train import reward
+from llamaforge.world import World
+
+KINDS = ("helpfulness", "safety")
+
+
+def annotate_round(records: list[dict], policy: Path, safety_variant: Path, out: Path, world_seed: int, seed: int) -> list[Path]:
+    """One annotation round over prompt records; returns its preference files.
+
+    Helpful prompts compare two samples of `policy` (temperatures 0.7 and 1.1). Adversarial and
+    borderline prompts compare `policy` with `safety_variant`, a model variant as in paper §3.2.1:
+    two samples of an SFT model, which refuses nearly every hazardous request, made 96% of the
+    safety pairs compare two safe answers, leaving the safety RM no unsafe answer to learn from.
+    """
+    groups = {
+        "helpfulness": ([r for r in records if annotate.guideline_of(r) == "helpfulness"], None),
+        "safety": ([r for r in records if annotate.guideline_of(r) == "safety"], safety_variant),
+    }
+    files = []
+    for guideline, (group, policy_b) in groups.items():
+        if group:
+            prompts = write_jsonl(out / guideline / "prompts.jsonl", group)
+            annotate.main(annotate.AnnotateArgs(
+                policy=policy, policy_b=policy_b, prompts=[prompts], out=out / guideline, world_seed=world_seed, seed=seed
+            ))
+            files.append(out / guideline / "preferences.jsonl")
+    return files
+
+
+def train_reward_model(
+    preset: reward.RewardArgs, kind: str, init: Path, data: list[Path], out: Path, seed: int, margin: str = "small"
+) -> Path:
+    run = dataclasses.replace(preset, kind=kind, init=init, data=data, out=out, margin=margin, seed=seed)
+    reward.main(run)
+    return out / "model"
+
+
+def helpfulness_accuracy(rm_dir: Path, pairs: list[Preference]) -> float:
+    rm, tokenizer = load_reward_model(rm_dir), Tokenizer(rm_dir / "tokenizer.model")
+    return accuracy_by_rating(*pair_scores(rm, tokenizer, pairs), [p.rating for p in pairs])["all"]["accuracy"]
+
+
+def table8(models: dict[str, Path], tests: dict[str, list[Preference]], world: World) -> tuple[dict, dict]:
+    """Accuracy per rating of each RM on each test set and of the gold judge (the ceiling), and the
+    points of the RM-vs-gold plot: every response of a test set, scored by the RM of its guideline."""
+    rows, points = {}, {}
+    for kind, rm_dir in models.items():
+        rm, tokenizer = load_reward_model(rm_dir), Tokenizer(rm_dir / "tokenizer.model")
+        for test, pairs in tests.items():
+            chosen, rejected = pair_scores(rm, tokenizer, pairs)
+            rows[f"{kind} RM / {test} test"] = accuracy_by_rating(chosen, rejected, [p.rating for p in pairs])
+            if test == kind:
+                gold = [world.utility(list(p.prompt), r, kind) for p in pairs for r in (p.chosen, p.rejected)]
+                points[f"{kind} RM"] = (gold, torch.stack([chosen, rejected], dim=1).flatten().tolist())
+    for test, pairs in tests.items():  # the ceiling: the gold judge itself, against the noisy annotators
+        gold_chosen = torch.tensor([world.utility(list(p.prompt), p.chosen, test) for p in pairs])
+        gold_rejected = torch.tensor([world.utility(list(p.prompt), p.rejected, test) for p in pairs])
+        rows[f"gold judge / {test} test"] = accuracy_by_rating(gold_chosen, gold_rejected, [p.rating for p in pairs])
+    return rows, points
+
+
+def reward_stage(ctx: StageContext):
+    world, plan = World(ctx.seed), ctx.preset.annotation
+    sft_model, pretrained = ctx.input("sft", "model"), ctx.input("pretrain", "model")
+
+    def round_(records: list[dict], name: str, seed: int) -> list[Path]:
+        return annotate_round(records, sft_model, pretrained, ctx.out / name, ctx.seed, seed)
+
+    batch_files = [round_(world.batch(k, plan.batch_size), f"batch_{k:02d}", seed=k) for k in range(plan.batches)]
+    test_prompts = {
+        "helpfulness": world.prompts("helpful", "test")[: plan.test_prompts],
+        "safety": world.prompts("adversarial", "test")[: plan.test_prompts] + world.prompts("borderline", "test")[: plan.test_prompts],
+    }
+    test_files = {name: round_(records, f"test_{name}", seed=1000) for name, records in test_prompts.items()}
+    tests = {name: read_all(files, "error", False)[0] for name, files in test_files.items()}
+    train_files = sum(batch_files, [])
+
+    def train(kind: str, data: list[Path], name: str, margin: str = "small") -> Path:
+        return train_reward_model(ctx.preset.reward, kind, sft_model, data, ctx.out / name, ctx.seed, margin)
+
+    models = {kind: train(kind, train_files, f"rm_{kind}") for kind in KINDS}
+    rows, points = table8(models, tests, world)
+    plot_scores(ctx.out / "rm_vs_gold.png", points)
+
+    final = rows["helpfulness RM / helpfulness test"]["all"]["accuracy"]
+    by_batches = {
+        str(k): helpfulness_accuracy(train("helpfulness", sum(batch_files[:k], []), f"scaling_{k}"), tests["helpfulness"])
+        for k in range(1, plan.batches)
+    } | {str(plan.batches): final}
+    by_margin = {
+        margin: helpfulness_accuracy(train("helpfulness", train_files, f"margin_{margin}", margin), tests["helpfulness"])
+        for margin in ("none", "large")
+    } | {"small": final}
+    table = markdown_table(rows)
+    (ctx.out / "table8.md").write_text(table + "\n")
+    print(table)
+    accuracy = {"by_batches": by_batches, "by_margin": by_margin}
+    (ctx.out / "reward_eval.json").write_text(json.dumps({"table8": rows, **accuracy}, indent=2, sort_keys=True) + "\n")
+    outputs = {
+        "rm_helpfulness": models["helpfulness"], "rm_safety": models["safety"], "preferences": train_files,
+        **{f"test_{name}": files for name, files in test_files.items()}, "table8": ctx.out / "table8.md",
+    }
+    metrics = {
+        "pairs": {f"batch_{k}": len(read_all(files, "error", False)[0]) for k, files in enumerate(batch_files)}
+        | {f"test_{t}": len(p) for t, p in tests.items()},
+        "accuracy": {name: table["all"]["accuracy"] for name, table in rows.items()},
+        **accuracy,
+    }
+    return outputs, metrics
+
+
+REWARD = Stage(
+    "reward", ("pretrain", "sft"),
+    lambda preset, seed: {
+        "annotation": dataclasses.asdict(preset.annotation), "reward": command_settings(preset.reward, seed)
+    },
+    reward_stage,
+)

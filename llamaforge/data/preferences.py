@@ -210,7 +210,7 @@ def _checked_prompt(messages: list[dict], field: str) -> tuple[dict, ...]:
 
 
 def _response(value, field: str) -> str:
-    """A response text: non-empty, and free of chat tags that would corrupt its encoding (§11)."""
+    """A response text: non-empty, and free of chat tags that would corrupt its encoding (Meta's chat format)."""
     if not isinstance(value, str):
         raise _Invalid(field, f"expected a string, got {type(value).__name__}")
     if not value.strip():

@@ -9,13 +9,13 @@ example, so a packed example's logits are those it would have alone.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 
+from llamaforge.data.jsonl import jsonl_records
 from llamaforge.errors import UserError
 from llamaforge.losses import IGNORE_INDEX
 from llamaforge.tokenizer import DialogError, Tokenizer, validate_dialog
@@ -29,27 +29,17 @@ class Example:
 
 def read_dialogs(path: Path) -> list[list[dict]]:
     """Dialogs of a JSONL file, each validated; errors name the file, line and field."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
     dialogs = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict) or "messages" not in record:
-                raise UserError(f"{where}: missing field 'messages'")
-            unknown = set(record) - {"messages"}
-            if unknown:
-                raise UserError(f"{where}: unknown field '{sorted(unknown)[0]}' (an SFT record holds 'messages')")
-            try:
-                dialogs.append(validate_dialog(record["messages"], ends_with="assistant"))
-            except DialogError as err:
-                raise UserError(f"{where}: field 'messages': {err}") from None
+    for where, record in jsonl_records(path):
+        if not isinstance(record, dict) or "messages" not in record:
+            raise UserError(f"{where}: missing field 'messages'")
+        unknown = set(record) - {"messages"}
+        if unknown:
+            raise UserError(f"{where}: unknown field '{sorted(unknown)[0]}' (an SFT record holds 'messages')")
+        try:
+            dialogs.append(validate_dialog(record["messages"], ends_with="assistant"))
+        except DialogError as err:
+            raise UserError(f"{where}: field 'messages': {err}") from None
     return dialogs
 
 

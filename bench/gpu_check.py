@@ -85,7 +85,8 @@ def check_training_precisions(device: torch.device) -> str:
     tokens = torch.randint(0, CONFIG.vocab_size, (4, 129), generator=torch.Generator().manual_seed(0)).to(device)
 
     def batches(step):
-        return [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "count": tokens[:, 1:].numel()}]
+        return [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "count": tokens[:, 1:].numel(),
+                 "tokens": tokens[:, :-1].numel()}]
 
     def loss_fn(model, batch):
         return model(batch["inputs"], targets=batch["targets"])[0]

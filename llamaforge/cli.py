@@ -20,10 +20,11 @@ from llamaforge.eval import reward as eval_reward
 from llamaforge.train import pretrain, reward, sft
 from llamaforge.errors import UserError
 from llamaforge.world import export as world_export
+from llamaforge.world.pretrain_default import pretrain_main
 
 COMMANDS = {
     "pipeline": (pipeline.PipelineArgs, pipeline.main),
-    "pretrain": (pretrain.PretrainArgs, pretrain.main),
+    "pretrain": (pretrain.PretrainArgs, pretrain_main),  # no --data: the world's corpus
     "sft": (sft.SftArgs, sft.main),
     "annotate": (annotate.AnnotateArgs, annotate.main),
     "reward": (reward.RewardArgs, reward.main),

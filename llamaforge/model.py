@@ -265,12 +265,6 @@ class RewardModel(nn.Module):
     def config(self) -> ModelConfig:
         return self.trunk.config
 
-    @property
-    def layers(self) -> nn.ModuleList:
-        """The trunk's blocks: the training loop wraps `model.layers` (activation checkpointing,
-        torch.compile, FSDP2 sharding) whichever model it trains."""
-        return self.trunk.layers
-
     def forward(self, tokens: Tensor, real: Tensor) -> Tensor:
         """Scores (B,) of token sequences (B, T) whose real tokens are marked True in `real` (B, T)."""
         T = tokens.shape[1]

@@ -3,9 +3,33 @@ non-finite guard, validation, logging, compute accounting, checkpoints and exact
 
 A stage supplies what differs: the model, `micro_batches(step)` (this process's micro-batches of an
 optimizer step, a pure function of the step so that resuming and re-sharding are exact), the
-loss, and how its weights are written. Each micro-batch is a dict with a "count" entry, the number
-of loss terms it holds; the loop divides every summed loss by the count of the whole step (all
-micro-batches, all processes), so accumulating k micro-batches equals one batch k times larger.
+loss, and how its weights are written. Each micro-batch is a dict with two sizes:
+
+    "count"   the number of loss terms it holds: the loss normaliser. The loop divides every summed
+              loss by the count of the whole step (all micro-batches, all processes), so
+              accumulating k micro-batches equals one batch k times larger.
+    "tokens"  the number of tokens its forward pass processes (every position of the input,
+              prompt and padding included): what tokens/s, the token totals and the MFU count.
+
+`loss_fn(model, micro_batch)` returns the micro-batch's summed loss, or a tuple (summed loss,
+{"name": value}) whose extra metrics are each a mean over that micro-batch (a tensor or a float).
+The loop averages each extra metric over the step's micro-batches weighted by their counts, over
+all processes (so N processes log what one would), and logs it under its name in the step's
+metrics.jsonl entry; validation averages and logs them the same way in its "split": "val" entry.
+
+`train()` is the whole run for a stage whose batches are fixed in advance (pretrain, sft, reward).
+A stage that makes its batches as it goes (PPO's rollouts) calls the pieces itself:
+
+    trainer = setup(model, cfg, env, out, identity=..., save_weights=...)
+    if trainer.completed is None:
+        for step in range(trainer.start, cfg.max_steps):
+            ...                                    # e.g. a rollout phase
+            result = trainer.optimizer_step(step, micro_batches, loss_fn)
+            if trainer.should_log(step + 1):
+                trainer.log(step + 1, {**result.record(), "reward": ...})
+            if trainer.should_save(step + 1):
+                trainer.save_checkpoint(step + 1)
+        summary = trainer.finish()
 """
 
 from __future__ import annotations
@@ -25,7 +49,6 @@ from tqdm import tqdm
 
 from llamaforge import carbon
 from llamaforge.errors import UserError
-from llamaforge.model import Llama
 from llamaforge.train import state as run_state
 from llamaforge.train.distributed import (
     Distributed,
@@ -106,38 +129,252 @@ def llama_reader(directory: Path) -> dict:
     return load_model(directory).state_dict()
 
 
-def _enable_activation_checkpointing(model: Llama) -> None:
-    # Replace each block's forward by a checkpointed call of itself: parameter names are unchanged.
-    for block in model.layers:
-        block.forward = _checkpointed(block.forward)
+LossFn = Callable[[nn.Module, dict], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor | float]]"]
+"""Summed loss of a micro-batch, optionally with extra metrics (each a mean over the micro-batch)."""
+
+# The keys the loop itself writes in metrics.jsonl: an extra metric may not take one of these names.
+RESERVED_KEYS = frozenset({
+    "step", "split", "loss", "ppl", "lr", "grad_norm", "tokens_per_s", "tokens", "elapsed_s", "skipped_steps",
+    "mfu", "device_hours", "energy_kwh", "tco2eq",
+})
 
 
-def _checkpointed(forward):
-    def run(*args, **kwargs):
-        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+@dataclass
+class StepResult:
+    """What one optimizer step did (every number over all processes)."""
 
-    return run
+    loss: float
+    """The step's loss: summed losses over the step's count."""
+    grad_norm: float
+    """The global gradient norm before clipping."""
+    lr: float
+    """The learning rate of the step."""
+    tokens: int
+    """Tokens the step's forward passes processed."""
+    count: float
+    """Loss terms of the step (the normaliser)."""
+    skipped: bool
+    """The loss or gradient norm was not finite, and the step changed nothing (cfg.nonfinite skip)."""
+    metrics: dict[str, float]
+    """loss_fn's extra metrics, averaged over the step's micro-batches weighted by their counts."""
+
+    def record(self) -> dict:
+        """The step's metrics.jsonl fields (Trainer.log adds throughput, totals and compute)."""
+        return {"loss": self.loss, "lr": self.lr, "grad_norm": self.grad_norm, **self.metrics}
 
 
-def train(
-    model: Llama,
+class Trainer:
+    """One training run's state between optimizer steps; made by `setup()`.
+
+    `model` is the unwrapped model (weights, `state_dict()`), `train_model` the module to call in a
+    loss (the data-parallel wrapper under DDP; FSDP2 shards `model` in place). `completed` holds the
+    summary of a run that had already finished (nothing else is set up then), `start` the number of
+    optimizer steps done before this process started.
+    """
+
+    def __init__(
+        self, *, model: nn.Module, cfg: LoopConfig, env: Distributed, out: Path, save_weights: SaveWeights,
+        metrics: run_state.MetricsLog, start: int, completed: dict | None = None, train_model: nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None, autocast_dtype: torch.dtype | None = None,
+        totals: dict | None = None, watts: float = 0.0, accelerator: carbon.Accelerator | None = None,
+        flops_per_token: float | None = None, writer=None, progress: tqdm | None = None,
+    ):
+        self.model, self.cfg, self.env, self.out, self.save_weights = model, cfg, env, out, save_weights
+        self.metrics, self.start, self.completed = metrics, start, completed
+        self.train_model, self.optimizer, self.autocast_dtype = train_model, optimizer, autocast_dtype
+        self.totals = totals if totals is not None else {"elapsed": 0.0, "tokens": 0, "skipped": 0}
+        self.watts, self.accelerator, self.flops_per_token = watts, accelerator, flops_per_token
+        self.writer, self.progress = writer, progress
+        self.last_loss: float | None = None  # of the last optimizer step this process ran
+        self.val_loss: float | None = None  # of the last validation
+        # Throughput over the steps since the last log entry (wall time: validation, saves included).
+        self._window_tokens, self._window_started = 0, time.perf_counter()
+        # totals["elapsed"] counts the time since setup except validation and checkpoint saves: each
+        # step adds the time since this clock, which those reset when they end.
+        self._clock = time.perf_counter()
+
+    def autocast(self):
+        """The forward pass's precision context: bf16 autocast, or nothing (fp32, bf16 parameters,
+        FSDP2's own bf16 casts)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.env.device.type, dtype=self.autocast_dtype)
+
+    # -- when -----------------------------------------------------------------------------------
+
+    def should_log(self, done: int) -> bool:
+        return done % self.cfg.log_every == 0 or done in (1, self.cfg.max_steps)  # step 1: where the curve starts
+
+    def should_validate(self, done: int) -> bool:
+        return bool(self.cfg.eval_every and done % self.cfg.eval_every == 0) or done == self.cfg.max_steps
+
+    def should_save(self, done: int) -> bool:
+        return done % self.cfg.save_every == 0 or done == self.cfg.max_steps
+
+    # -- what -----------------------------------------------------------------------------------
+
+    def optimizer_step(self, step: int, micro_batches: list[dict], loss_fn: LossFn) -> StepResult:
+        """Optimizer step `step` (0-based) over this process's `micro_batches`: the scheduled
+        learning rate, gradient accumulation (the gradient all-reduce on the last micro-batch only),
+        clipping, the non-finite guard, and the run's totals."""
+        cfg, env, optimizer = self.cfg, self.env, self.optimizer
+        lr = cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.final_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        count, tokens = _step_sizes(micro_batches, env)
+        loss_sum = torch.zeros((), device=env.device)
+        extras = _WeightedMeans(env.device)
+        for i, batch in enumerate(micro_batches):
+            with gradient_sync(self.train_model, enabled=i == len(micro_batches) - 1):
+                with self.autocast():
+                    micro_loss, micro_metrics = _loss_and_metrics(loss_fn(self.train_model, batch))
+                # Data-parallel wrappers average gradients over processes: undo it, then divide
+                # by the whole step's count.
+                (micro_loss * env.world_size / count).backward()
+            loss_sum += micro_loss.detach().float()
+            extras.add(micro_metrics, batch["count"])
+        loss = float(all_reduce_sum(loss_sum) / count)
+        metrics = extras.means(count)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        skipped = False
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            optimizer.step()
+        elif cfg.nonfinite == "stop":
+            optimizer.zero_grad(set_to_none=True)
+            last = run_state.complete_checkpoints(self.out)
+            raise UserError(
+                f"step {step + 1}: non-finite loss {loss} or gradient norm {grad_norm}; stopped "
+                f"(last checkpoint: {last[-1] if last else 'none'})"
+            )
+        else:
+            skipped = True
+            self.totals["skipped"] += 1
+        optimizer.zero_grad(set_to_none=True)
+
+        self.totals["tokens"] += tokens
+        now = time.perf_counter()
+        self.totals["elapsed"] += now - self._clock
+        self._clock = now
+        self._window_tokens += tokens
+        self.last_loss = loss
+        self.progress.update(1)
+        self.progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+        return StepResult(loss, grad_norm, lr, tokens, float(count), skipped, metrics)
+
+    def log(self, step: int, record: dict) -> None:
+        """Write `record` (e.g. StepResult.record(), plus a caller's own numbers) as the training
+        entry of `step` in metrics.jsonl and TensorBoard, with the throughput since the previous
+        entry, the run's totals and its compute (device hours, energy, CO2, MFU)."""
+        taken = RESERVED_KEYS.intersection(record) - {"loss", "lr", "grad_norm"}
+        if taken:
+            raise ValueError(f"log record: {sorted(taken)} are the loop's own keys")
+        tokens_per_s = self._window_tokens / (time.perf_counter() - self._window_started)
+        entry = {
+            "step": step,
+            **record,
+            "tokens_per_s": tokens_per_s,
+            "tokens": self.totals["tokens"],
+            "elapsed_s": self.totals["elapsed"],
+            "skipped_steps": self.totals["skipped"],
+            **carbon.compute_record(self.totals["elapsed"], self.env.world_size, self.watts),
+        }
+        if self.accelerator is not None and self.flops_per_token:
+            entry["mfu"] = self.flops_per_token * tokens_per_s / (self.accelerator.peak_flops * self.env.world_size)
+        self.metrics.write(entry)
+        _tensorboard_write(self.writer, entry, step)
+        self._window_tokens, self._window_started = 0, time.perf_counter()
+
+    def validate(self, step: int, val_batches: list[dict], loss_fn: LossFn) -> float:
+        """The loss over this process's held-out `val_batches`, all processes together, logged as
+        the "split": "val" entry of `step` with its perplexity and loss_fn's extra metrics (each
+        averaged over the batches weighted by their counts, as in training). Returns the loss."""
+        env = self.env
+        self.model.eval()
+        total = torch.zeros((), device=env.device)
+        extras = _WeightedMeans(env.device)
+        with torch.no_grad(), self.autocast():
+            for batch in val_batches:
+                loss, metrics = _loss_and_metrics(loss_fn(self.train_model, batch))
+                total += loss.float()
+                extras.add(metrics, batch["count"])
+        self.model.train()
+        count = all_reduce_sum(torch.tensor(float(sum(b["count"] for b in val_batches)), device=env.device))
+        val_loss = float(all_reduce_sum(total) / count)
+        metrics = extras.means(count)
+        val = {"step": step, "split": "val", "loss": val_loss, "ppl": math.exp(min(val_loss, 50)), **metrics}
+        self.metrics.write(val)
+        board = {"val_loss": val_loss, "val_ppl": val["ppl"], **{f"val_{k}": v for k, v in metrics.items()}}
+        _tensorboard_write(self.writer, board, step)
+        if env.is_main:
+            self.progress.write(f"step {step}: val loss {val_loss:.4f}, ppl {val['ppl']:.2f}")
+        self.val_loss = val_loss
+        self._clock = time.perf_counter()
+        return val_loss
+
+    def save_checkpoint(self, step: int) -> None:
+        """A complete checkpoint of `step`: weights (save_weights), optimizer, RNG states and
+        totals; older ones beyond cfg.keep_last are removed. Collective: every process calls it."""
+        model_state = full_model_state(self.model)
+        training_state = {
+            "step": step,
+            "optimizer": full_optimizer_state(self.model, self.optimizer),
+            "rng": run_state.rng_state(),
+            **self.totals,
+        }
+        if self.env.is_main:
+            self.save_weights(
+                model_state, run_state.checkpoint_path(self.out, step),
+                lambda d: torch.save(training_state, d / run_state.TRAINING_STATE),
+            )
+            run_state.prune_checkpoints(self.out, self.cfg.keep_last)
+        self._clock = time.perf_counter()
+
+    def finish(self) -> dict:
+        """Write the final model (out/model) and out/summary.json; return the summary."""
+        cfg, env, totals = self.cfg, self.env, self.totals
+        self.progress.close()
+        model_state = full_model_state(self.model)
+        val_loss = self.val_loss
+        summary = {
+            "steps": cfg.max_steps,
+            "final_loss": self.last_loss if cfg.max_steps > self.start else None,
+            "val_loss": val_loss,
+            "val_ppl": math.exp(min(val_loss, 50)) if val_loss is not None else None,
+            "tokens": totals["tokens"],
+            "elapsed_s": totals["elapsed"],
+            "tokens_per_s": totals["tokens"] / max(totals["elapsed"], 1e-9),
+            "skipped_steps": totals["skipped"],
+            "processes": env.world_size,
+            "device": str(env.device.type),
+            "watts_per_device": self.watts,
+            **carbon.compute_record(totals["elapsed"], env.world_size, self.watts),
+        }
+        if env.is_main:
+            self.save_weights(model_state, self.out / "model", None)
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        if self.writer is not None:
+            self.writer.close()
+        return summary
+
+
+def setup(
+    model: nn.Module,
     cfg: LoopConfig,
     env: Distributed,
     out: Path,
     *,
     identity: dict,
-    micro_batches: Callable[[int], list[dict]],
-    loss_fn: Callable[[nn.Module, dict], torch.Tensor],
     save_weights: SaveWeights,
     load_weights: Callable[[Path], dict] = llama_reader,
-    val_batches: list[dict] | None = None,
     flops_per_token: float | None = None,
-) -> dict:
-    """Train `model` (unwrapped, on its device) for cfg.max_steps; return the run summary.
+) -> Trainer:
+    """Start or resume the run in `out` for `model` (unwrapped, on its device).
 
-    `loss_fn(model, micro_batch)` returns the summed loss of the micro-batch; the validation loss
-    is the same loss over this process's `val_batches` (held-out micro-batches), all processes
-    together. Re-running with the same `out` resumes from the last checkpoint.
+    Checks the run's identity (a different run in `out` is refused), removes what a killed save
+    left, resumes from the last complete checkpoint (weights, and, unless the run had finished,
+    optimizer state, RNG states and totals), sets the precision, parallelizes the model
+    (distributed.parallelize) and builds the optimizer (paper §2.2).
     """
     out.mkdir(parents=True, exist_ok=True)
     if env.is_main:
@@ -152,160 +389,141 @@ def train(
     # Drop what a killed run logged after its last checkpoint (everything, if it saved none).
     metrics.truncate_after(saved["step"] if resume else -1)
     start = saved["step"] if resume else 0
+    common = dict(model=model, cfg=cfg, env=env, out=out, save_weights=save_weights, metrics=metrics, start=start)
     if start >= cfg.max_steps and (out / "summary.json").is_file():
-        if env.is_main:
-            print(f"{out}: already trained for {start} steps")
-        return json.loads((out / "summary.json").read_text())
+        env.print(f"{out}: already trained for {start} steps")
+        return Trainer(**common, completed=json.loads((out / "summary.json").read_text()))
 
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda")
-    bf16_params = cfg.precision == "bf16-params"
-    if bf16_params:
+    if cfg.precision == "bf16-params":
         if env.world_size > 1 and cfg.parallel == "fsdp":
             raise UserError("--precision bf16-params is for one process or DDP; with FSDP use --precision bf16 "
                             "(bf16 parameters in compute, fp32 shards in the optimizer)")
         model.to(torch.bfloat16)
-    if cfg.activation_checkpointing:
-        _enable_activation_checkpointing(model)
-    if cfg.compile:
-        for block in model.layers:
-            block.compile()
-    train_model = parallelize(model, cfg.parallel, env, bf16)
+    train_model = parallelize(model, cfg, env, bf16)
     fsdp_bf16 = bf16 and env.world_size > 1 and cfg.parallel == "fsdp"  # FSDP2 casts by itself
-    autocast = (
-        torch.autocast(env.device.type, dtype=torch.bfloat16) if bf16 and not fsdp_bf16 else contextlib.nullcontext()
-    )
     optimizer = build_optimizer(
-        model, cfg.lr, cfg.weight_decay, fused=env.device.type == "cuda" or None, master_weights=bf16_params
+        model, cfg.lr, cfg.weight_decay, fused=env.device.type == "cuda" or None,
+        master_weights=cfg.precision == "bf16-params",
     )
     if resume:
         load_optimizer_state(model, optimizer, saved["optimizer"])
         run_state.set_rng_state(saved["rng"])
-        if env.is_main:
-            print(f"resuming {out} from {resume.name}")
+        env.print(f"resuming {out} from {resume.name}")
 
     gpu_name = torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else None
-    watts = carbon.device_power_watts(gpu_name, cfg.watts, gpu_name is not None)
-    accelerator = carbon.find_accelerator(gpu_name) if gpu_name else None  # its peak gives the MFU
-    totals = {k: saved[k] for k in ("elapsed", "tokens", "skipped")} if resume else {"elapsed": 0.0, "tokens": 0, "skipped": 0}
-    writer = _tensorboard(out) if cfg.tensorboard and env.is_main else None
-    progress = tqdm(total=cfg.max_steps, initial=start, disable=not env.is_main, unit="step", dynamic_ncols=True)
-    window_tokens, window_started = 0, time.perf_counter()
-    val_loss = None
+    trainer = Trainer(
+        **common,
+        train_model=train_model,
+        optimizer=optimizer,
+        autocast_dtype=torch.bfloat16 if bf16 and not fsdp_bf16 else None,
+        totals={k: saved[k] for k in ("elapsed", "tokens", "skipped")} if resume else None,
+        watts=carbon.device_power_watts(gpu_name, cfg.watts, gpu_name is not None),
+        accelerator=carbon.find_accelerator(gpu_name) if gpu_name else None,  # its peak gives the MFU
+        flops_per_token=flops_per_token,
+        writer=_tensorboard(out) if cfg.tensorboard and env.is_main else None,
+        progress=tqdm(total=cfg.max_steps, initial=start, disable=not env.is_main, unit="step", dynamic_ncols=True),
+    )
     model.train()
+    return trainer
 
-    def save_checkpoint(step: int) -> None:
-        model_state = full_model_state(model)
-        training_state = {
-            "step": step,
-            "optimizer": full_optimizer_state(model, optimizer),
-            "rng": run_state.rng_state(),
-            **totals,
-        }
-        if env.is_main:
-            save_weights(model_state, run_state.checkpoint_path(out, step), lambda d: torch.save(training_state, d / run_state.TRAINING_STATE))
-            run_state.prune_checkpoints(out, cfg.keep_last)
 
-    def validate(done: int) -> float:
-        model.eval()
-        total = torch.zeros((), device=env.device)
-        with torch.no_grad(), autocast:
-            for batch in val_batches:
-                total += loss_fn(train_model, batch).float()
-        model.train()
-        count = all_reduce_sum(torch.tensor(float(sum(b["count"] for b in val_batches)), device=env.device))
-        val_loss = float(all_reduce_sum(total) / count)
-        val = {"step": done, "split": "val", "loss": val_loss, "ppl": math.exp(min(val_loss, 50))}
-        metrics.write(val)
-        _tensorboard_write(writer, {"val_loss": val_loss, "val_ppl": val["ppl"]}, done)
-        if env.is_main:
-            progress.write(f"step {done}: val loss {val_loss:.4f}, ppl {val['ppl']:.2f}")
-        return val_loss
+def train(
+    model: nn.Module,
+    cfg: LoopConfig,
+    env: Distributed,
+    out: Path,
+    *,
+    identity: dict,
+    micro_batches: Callable[[int], list[dict]],
+    loss_fn: LossFn,
+    save_weights: SaveWeights,
+    load_weights: Callable[[Path], dict] = llama_reader,
+    val_batches: list[dict] | None = None,
+    flops_per_token: float | None = None,
+) -> dict:
+    """Train `model` (unwrapped, on its device) for cfg.max_steps; return the run summary.
 
-    if val_batches and start == 0:
-        validate(0)  # where the run starts from: the baseline every later validation is compared with
-    for step in range(start, cfg.max_steps):
-        step_started = time.perf_counter()
-        lr = cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.final_lr_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batches = micro_batches(step)
-        count = all_reduce_sum(torch.tensor(float(sum(b["count"] for b in batches)), device=env.device))
-        loss_sum = torch.zeros((), device=env.device)
-        for i, batch in enumerate(batches):
-            with gradient_sync(train_model, enabled=i == len(batches) - 1):
-                with autocast:
-                    micro_loss = loss_fn(train_model, batch)
-                # Data-parallel wrappers average gradients over processes: undo it, then divide
-                # by the whole step's count.
-                (micro_loss * env.world_size / count).backward()
-            loss_sum += micro_loss.detach().float()
-        loss = float(all_reduce_sum(loss_sum) / count)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-        if math.isfinite(loss) and math.isfinite(grad_norm):
-            optimizer.step()
-        elif cfg.nonfinite == "stop":
-            optimizer.zero_grad(set_to_none=True)
-            last = run_state.complete_checkpoints(out)
-            raise UserError(
-                f"step {step + 1}: non-finite loss {loss} or gradient norm {grad_norm}; stopped "
-                f"(last checkpoint: {last[-1] if last else 'none'})"
-            )
-        else:
-            totals["skipped"] += 1
-        optimizer.zero_grad(set_to_none=True)
-
+    `loss_fn(model, micro_batch)` returns the summed loss of the micro-batch (and optionally extra
+    metrics, see the module docstring); the validation loss is the same loss over this process's
+    `val_batches` (held-out micro-batches), all processes together, at step 0 of a fresh run, every
+    cfg.eval_every steps and at the end. Re-running with the same `out` resumes from the last checkpoint.
+    """
+    trainer = setup(
+        model, cfg, env, out, identity=identity, save_weights=save_weights, load_weights=load_weights,
+        flops_per_token=flops_per_token,
+    )
+    if trainer.completed is not None:
+        return trainer.completed
+    if val_batches and trainer.start == 0:
+        trainer.validate(0, val_batches, loss_fn)  # where the run starts from: the baseline of every later one
+    for step in range(trainer.start, cfg.max_steps):
+        result = trainer.optimizer_step(step, micro_batches(step), loss_fn)
         done = step + 1
-        totals["tokens"] += int(count)
-        totals["elapsed"] += time.perf_counter() - step_started
-        window_tokens += int(count)
-        progress.update(1)
-        progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-        if done % cfg.log_every == 0 or done in (1, cfg.max_steps):  # step 1: where the curve starts
-            tokens_per_s = window_tokens / (time.perf_counter() - window_started)
-            record = {
-                "step": done,
-                "loss": loss,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "tokens_per_s": tokens_per_s,
-                "tokens": totals["tokens"],
-                "elapsed_s": totals["elapsed"],
-                "skipped_steps": totals["skipped"],
-                **carbon.compute_record(totals["elapsed"], env.world_size, watts),
-            }
-            if accelerator is not None and flops_per_token:
-                record["mfu"] = flops_per_token * tokens_per_s / (accelerator.peak_flops * env.world_size)
-            metrics.write(record)
-            _tensorboard_write(writer, record, done)
-            window_tokens, window_started = 0, time.perf_counter()
-        if val_batches and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.max_steps):
-            val_loss = validate(done)
-        if done % cfg.save_every == 0 or done == cfg.max_steps:
-            save_checkpoint(done)
-    progress.close()
+        if trainer.should_log(done):
+            trainer.log(done, result.record())
+        if val_batches and trainer.should_validate(done):
+            trainer.validate(done, val_batches, loss_fn)
+        if trainer.should_save(done):
+            trainer.save_checkpoint(done)
+    return trainer.finish()
 
-    model_state = full_model_state(model)
-    summary = {
-        "steps": cfg.max_steps,
-        "final_loss": loss if cfg.max_steps > start else None,
-        "val_loss": val_loss,
-        "val_ppl": math.exp(min(val_loss, 50)) if val_loss is not None else None,
-        "tokens": totals["tokens"],
-        "elapsed_s": totals["elapsed"],
-        "tokens_per_s": totals["tokens"] / max(totals["elapsed"], 1e-9),
-        "skipped_steps": totals["skipped"],
-        "processes": env.world_size,
-        "device": str(env.device.type),
-        "watts_per_device": watts,
-        **carbon.compute_record(totals["elapsed"], env.world_size, watts),
-    }
-    if env.is_main:
-        save_weights(model_state, out / "model", None)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    if writer is not None:
-        writer.close()
-    return summary
+
+def _step_sizes(micro_batches: list[dict], env: Distributed) -> tuple[torch.Tensor, int]:
+    """The step's count (a float32 tensor: the loss divisor) and tokens, summed over processes."""
+    try:
+        tokens = sum(b["tokens"] for b in micro_batches)
+    except KeyError:
+        raise ValueError('every micro-batch needs a "tokens" entry: the tokens its forward pass processes') from None
+    # One all-reduce for both, in float64: exact integers (float32 is exact only up to 2^24).
+    sizes = all_reduce_sum(torch.tensor([float(sum(b["count"] for b in micro_batches)), float(tokens)],
+                                        dtype=torch.float64, device=env.device))
+    return sizes[0].to(torch.float32), int(sizes[1])
+
+
+def _loss_and_metrics(value) -> tuple[torch.Tensor, dict]:
+    if isinstance(value, tuple):
+        loss, metrics = value
+        return loss, metrics
+    return value, {}
+
+
+class _WeightedMeans:
+    """loss_fn's extra metrics over micro-batches: each a mean over its micro-batch, combined
+    weighted by the micro-batch's count (micro-batches without loss terms weigh nothing)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.names: list[str] | None = None
+
+    def add(self, metrics: dict, count: float) -> None:
+        names = sorted(metrics)
+        if self.names is None:
+            self.names = names
+            bad = RESERVED_KEYS.intersection(names)
+            if bad:
+                raise ValueError(f"loss_fn metrics {sorted(bad)}: names the loop already logs")
+            self.sums = {name: torch.zeros((), device=self.device) for name in names}
+        elif names != self.names:
+            raise ValueError(f"loss_fn returned metrics {names} for one micro-batch and {self.names} for another")
+        if not count:
+            return
+        for name in names:
+            value = metrics[name]
+            value = value.detach() if torch.is_tensor(value) else torch.tensor(float(value))
+            if value.numel() != 1:
+                raise ValueError(f"loss_fn metric {name!r}: one number expected, got shape {tuple(value.shape)}")
+            self.sums[name] += value.reshape(()).float().to(self.device) * count
+
+    def means(self, count: torch.Tensor) -> dict[str, float]:
+        """The weighted means, all processes together (`count`: the total count of all of them).
+        Collective when there are metrics: every process must return the same names."""
+        if not self.sums:
+            return {}
+        names = sorted(self.sums)
+        totals = all_reduce_sum(torch.stack([self.sums[name] for name in names])) / count
+        return dict(zip(names, totals.tolist()))
 
 
 def _tensorboard(out: Path):

@@ -1,7 +1,8 @@
 """`llamaforge pretrain`: next-token pretraining on packed token sequences (paper §2.2).
 
 build (processes, tokenizer, token files) -> data (packed sequences) -> model -> loop -> save.
-With no --data the built-in world's corpus is used, and with no --tokenizer one is trained on the
+--data is required here; the `llamaforge pretrain` command supplies the built-in world's corpus when
+it is not given (llamaforge/world/pretrain_default.py). With no --tokenizer one is trained on the
 data first. Runs as one process or under `torchrun --nproc_per_node N -m llamaforge pretrain`.
 """
 
@@ -24,7 +25,7 @@ from llamaforge.device import DeviceName
 from llamaforge.errors import UserError
 from llamaforge.model import Llama
 from llamaforge.tokenizer import Tokenizer, train_tokenizer
-from llamaforge.train.distributed import Distributed, close_distributed, init_distributed
+from llamaforge.train.distributed import Distributed, distributed_run
 from llamaforge.train.loop import LoopConfig, llama_writer, train
 
 
@@ -37,7 +38,8 @@ class PretrainArgs(LoopConfig):
     preset: str = "demo"
     """Defaults for every option: demo, smoke, llama2_7b_pretrain (flags override them)."""
     data: list[str] = field(default_factory=list)
-    """Text/JSONL/Parquet files or Hub dataset names; empty: the built-in world's corpus."""
+    """Text/JSONL/Parquet files or Hub dataset names; empty: the built-in world's corpus (written to
+    OUT/data/world_corpus.jsonl)."""
     tokenizer: Path | None = None
     """tokenizer.model to use; default: train one on the data (vocabulary of the model preset)."""
     model: str = "tiny"
@@ -91,23 +93,10 @@ def llama2_7b_pretrain() -> PretrainArgs:
 PretrainArgs.PRESETS.update(demo=demo, smoke=smoke, llama2_7b_pretrain=llama2_7b_pretrain)
 
 
-def world_corpus(path: Path, seed: int) -> Path:
-    """The built-in world's corpus as JSONL (the one place a stage reads the world: the default data)."""
-    from llamaforge.world import World
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        for doc in World(seed).corpus_documents():
-            f.write(json.dumps({"text": doc}) + "\n")
-    return path
-
-
 def prepare_data(args: PretrainArgs, vocab_size: int) -> tuple[Path, Path]:
     """Tokenizer and token files under out/data, made once (main process) and reused on resume."""
     data_dir = args.out / "data"
-    sources = args.data or [str(data_dir / "world_corpus.jsonl")]
-    if not args.data and not Path(sources[0]).is_file():
-        world_corpus(Path(sources[0]), args.seed)
+    sources = args.data
     tokenizer_path = args.tokenizer or data_dir / "tokenizer" / "tokenizer.model"
     if args.tokenizer is None and not tokenizer_path.is_file():
         train_tokenizer(read_documents(sources), vocab_size, tokenizer_path.parent)
@@ -132,66 +121,68 @@ def step_micro_batches(
     batches = []
     for i in range(0, len(mine), micro_batch_size):
         tokens = sequences.batch(mine[i : i + micro_batch_size]).to(env.device)
-        batches.append({"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "count": tokens[:, 1:].numel()})
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        batches.append({"inputs": inputs, "targets": targets, "count": targets.numel(), "tokens": inputs.numel()})
     return batches
 
 
 def main(args: PretrainArgs) -> Path:
-    env = init_distributed(args.device)
-    if args.model not in MODEL_PRESETS:
-        raise UserError(f"--model {args.model!r}: unknown preset (known: {', '.join(MODEL_PRESETS)})")
-    config = MODEL_PRESETS[args.model]()
-    batch_size, remainder = divmod(args.batch_tokens, args.seq_len)
-    if remainder or batch_size % env.world_size or args.eval_sequences % env.world_size:
-        raise UserError(
-            f"--batch-tokens {args.batch_tokens} must be a multiple of --seq-len {args.seq_len}, and the "
-            f"batch ({batch_size} sequences) and --eval-sequences ({args.eval_sequences}) multiples of {env.world_size} processes"
+    if not args.data:
+        raise UserError("pretrain needs --data FILES")
+    with distributed_run(args.device) as env:
+        if args.model not in MODEL_PRESETS:
+            raise UserError(f"--model {args.model!r}: unknown preset (known: {', '.join(MODEL_PRESETS)})")
+        config = MODEL_PRESETS[args.model]()
+        batch_size, remainder = divmod(args.batch_tokens, args.seq_len)
+        if remainder or batch_size % env.world_size or args.eval_sequences % env.world_size:
+            raise UserError(
+                f"--batch-tokens {args.batch_tokens} must be a multiple of --seq-len {args.seq_len}, and the "
+                f"batch ({batch_size} sequences) and --eval-sequences ({args.eval_sequences}) multiples of {env.world_size} processes"
+            )
+        if args.seq_len > config.max_seq_len:
+            raise UserError(f"--seq-len {args.seq_len} exceeds the {args.model} context of {config.max_seq_len}")
+
+        if env.is_main:
+            tokenizer_path, tokens_dir = prepare_data(args, config.vocab_size)
+        if env.world_size > 1:
+            dist.barrier()  # the other processes wait for the data, then read it
+        tokenizer_path = args.tokenizer or args.out / "data" / "tokenizer" / "tokenizer.model"
+        tokens_dir = args.out / "data" / "tokens"
+        tokenizer = Tokenizer(tokenizer_path)
+        config = config.replace(vocab_size=tokenizer.vocab_size)
+        train_data = PackedSequences(load_tokens(tokens_dir, "train"), args.seq_len, args.seed)
+        val_tokens = load_tokens(tokens_dir, "val")  # empty with --val-fraction 0: no validation
+        val_data = PackedSequences(val_tokens, args.seq_len, args.seed) if len(val_tokens) else None
+
+        torch.manual_seed(args.seed)  # the same initialization in every process
+        model = Llama(config).to(env.device)
+        env.print(f"pretraining {args.model} ({model.num_parameters() / 1e6:.1f}M parameters) on {len(train_data):,} "
+                  f"sequences of {args.seq_len} tokens, {batch_size} per step, {args.max_steps} steps, "
+                  f"{env.world_size} process(es)")
+
+        def loss_fn(train_model, batch):
+            return train_model(batch["inputs"], targets=batch["targets"])[0]  # chunked: no full logits
+
+        tokens_info = json.loads((tokens_dir / TOKENS_INFO).read_text())
+        identity = {
+            "stage": "pretrain",
+            "model_config": dataclasses.asdict(config),
+            "seq_len": args.seq_len,
+            "batch_size": batch_size,
+            "seed": args.seed,
+            "data": {k: tokens_info[k] for k in ("sources", "tokens", "tokenizer_sha256")},
+        }
+        info = {"stage": "pretrain", "parent": None, "args": {k: str(v) for k, v in dataclasses.asdict(args).items()}}
+        train(
+            model,
+            args,
+            env,
+            args.out,
+            identity=identity,
+            micro_batches=lambda step: step_micro_batches(train_data, step * batch_size, batch_size, args.micro_batch_size, env),
+            loss_fn=loss_fn,
+            save_weights=llama_writer(config, tokenizer_path, info),
+            val_batches=step_micro_batches(val_data, 0, args.eval_sequences, args.micro_batch_size, env) if val_data else None,
+            flops_per_token=carbon.flops_per_token(config, args.seq_len),
         )
-    if args.seq_len > config.max_seq_len:
-        raise UserError(f"--seq-len {args.seq_len} exceeds the {args.model} context of {config.max_seq_len}")
-
-    if env.is_main:
-        tokenizer_path, tokens_dir = prepare_data(args, config.vocab_size)
-    if env.world_size > 1:
-        dist.barrier()  # the other processes wait for the data, then read it
-    tokenizer_path = args.tokenizer or args.out / "data" / "tokenizer" / "tokenizer.model"
-    tokens_dir = args.out / "data" / "tokens"
-    tokenizer = Tokenizer(tokenizer_path)
-    config = config.replace(vocab_size=tokenizer.vocab_size)
-    train_data = PackedSequences(load_tokens(tokens_dir, "train"), args.seq_len, args.seed)
-    val_tokens = load_tokens(tokens_dir, "val")  # empty with --val-fraction 0: no validation
-    val_data = PackedSequences(val_tokens, args.seq_len, args.seed) if len(val_tokens) else None
-
-    torch.manual_seed(args.seed)  # the same initialization in every process
-    model = Llama(config).to(env.device)
-    if env.is_main:
-        print(f"pretraining {args.model} ({model.num_parameters() / 1e6:.1f}M parameters) on {len(train_data):,} "
-              f"sequences of {args.seq_len} tokens, {batch_size} per step, {args.max_steps} steps, {env.world_size} process(es)")
-
-    def loss_fn(train_model, batch):
-        return train_model(batch["inputs"], targets=batch["targets"])[0]  # chunked: no full logits
-
-    tokens_info = json.loads((tokens_dir / TOKENS_INFO).read_text())
-    identity = {
-        "stage": "pretrain",
-        "model_config": dataclasses.asdict(config),
-        "seq_len": args.seq_len,
-        "batch_size": batch_size,
-        "seed": args.seed,
-        "data": {k: tokens_info[k] for k in ("sources", "tokens", "tokenizer_sha256")},
-    }
-    info = {"stage": "pretrain", "parent": None, "args": {k: str(v) for k, v in dataclasses.asdict(args).items()}}
-    train(
-        model,
-        args,
-        env,
-        args.out,
-        identity=identity,
-        micro_batches=lambda step: step_micro_batches(train_data, step * batch_size, batch_size, args.micro_batch_size, env),
-        loss_fn=loss_fn,
-        save_weights=llama_writer(config, tokenizer_path, info),
-        val_batches=step_micro_batches(val_data, 0, args.eval_sequences, args.micro_batch_size, env) if val_data else None,
-        flops_per_token=carbon.flops_per_token(config, args.seq_len),
-    )
-    close_distributed()
     return args.out

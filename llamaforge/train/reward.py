@@ -22,7 +22,7 @@ from llamaforge.errors import UserError
 from llamaforge.losses import MARGINS, preference_loss
 from llamaforge.model import RewardModel
 from llamaforge.tokenizer import Tokenizer
-from llamaforge.train.distributed import close_distributed, init_distributed
+from llamaforge.train.distributed import distributed_run
 from llamaforge.train.loop import LoopConfig, train
 
 
@@ -120,16 +120,18 @@ def paper_mix(pairs: list[Preference], args: RewardArgs, rng: random.Random) -> 
 
 
 def pair_batch(pairs: list[Preference], tokenizer: Tokenizer, margins: dict, max_len: int, device) -> dict:
-    """Chosen and rejected sequences of the pairs in one batch (chosen first), with their margins."""
+    """Chosen and rejected sequences of the pairs in one batch (chosen first), with their margins.
+    count: the pairs (the loss terms); tokens: every position of both sequences of every pair,
+    padding included (what the forward pass processes, and tokens/s counts)."""
     sequences = [encode_response(tokenizer, p.prompt, p.chosen, max_len) for p in pairs]
     sequences += [encode_response(tokenizer, p.prompt, p.rejected, max_len) for p in pairs]
     tokens, real = pad_right(sequences, device)
     margin = torch.tensor([effective_margin(p, margins) for p in pairs], device=device)
-    return {"tokens": tokens, "real": real, "margin": margin, "count": len(pairs)}
+    return {"sequences": tokens, "real": real, "margin": margin, "count": len(pairs), "tokens": tokens.numel()}
 
 
 def ranking_loss(model, batch: dict) -> torch.Tensor:
-    scores = model(batch["tokens"], batch["real"]).float()
+    scores = model(batch["sequences"], batch["real"]).float()
     chosen, rejected = scores.chunk(2)
     return preference_loss(chosen, rejected, batch["margin"], reduction="sum")
 
@@ -137,62 +139,61 @@ def ranking_loss(model, batch: dict) -> torch.Tensor:
 def main(args: RewardArgs) -> Path:
     if args.init is None or not args.data:
         raise UserError("reward needs --init CKPT and --data FILES")
-    env = init_distributed(args.device)
-    log = print if env.is_main else (lambda *_: None)
-    pairs, dropped = read_all(args.data, args.on_invalid, args.hh_is_safety)
-    val_pairs, _ = read_all(args.val_data, args.on_invalid, args.hh_is_safety)
-    if dropped:
-        log(f"{dropped} invalid records dropped (--on-invalid drop)")
-    mix = paper_mix(pairs, args, random.Random(args.seed))
-    per_step = args.batch_size - args.batch_size % env.world_size  # every process gets the same share
-    epochs = [random.Random(args.seed * 1_000_003 + e).sample(mix, len(mix)) for e in range(args.epochs)]
-    steps = [order[i : i + per_step] for order in epochs for i in range(0, len(order), per_step)]
-    steps = [s[: len(s) - len(s) % env.world_size] for s in steps if len(s) >= env.world_size]
-    max_steps = args.max_steps if args.max_steps > 0 else len(steps)
-    # --warmup-steps -1 (the presets): 3% of the steps, at least 5 (§3.2.2)
-    warmup = args.warmup_steps if args.warmup_steps >= 0 else max(5, round(0.03 * max_steps))
-    run = dataclasses.replace(args, max_steps=max_steps, warmup_steps=warmup)
+    with distributed_run(args.device) as env:
+        log = env.print
+        pairs, dropped = read_all(args.data, args.on_invalid, args.hh_is_safety)
+        val_pairs, _ = read_all(args.val_data, args.on_invalid, args.hh_is_safety)
+        if dropped:
+            log(f"{dropped} invalid records dropped (--on-invalid drop)")
+        mix = paper_mix(pairs, args, random.Random(args.seed))
+        per_step = args.batch_size - args.batch_size % env.world_size  # every process gets the same share
+        epochs = [random.Random(args.seed * 1_000_003 + e).sample(mix, len(mix)) for e in range(args.epochs)]
+        steps = [order[i : i + per_step] for order in epochs for i in range(0, len(order), per_step)]
+        steps = [s[: len(s) - len(s) % env.world_size] for s in steps if len(s) >= env.world_size]
+        max_steps = args.max_steps if args.max_steps > 0 else len(steps)
+        # --warmup-steps -1 (the presets): 3% of the steps, at least 5 (§3.2.2)
+        warmup = args.warmup_steps if args.warmup_steps >= 0 else max(5, round(0.03 * max_steps))
+        run = dataclasses.replace(args, max_steps=max_steps, warmup_steps=warmup)
 
-    trunk, tokenizer = load_model_and_tokenizer(args.init)
-    if args.max_len > trunk.config.max_seq_len:
-        raise UserError(f"--max-len {args.max_len} exceeds the model's context of {trunk.config.max_seq_len}")
-    torch.manual_seed(args.seed)  # the head's initialization
-    model = RewardModel(trunk.config, trunk).to(env.device)
-    margins = MARGINS[args.margin]
-    log(f"{args.kind} reward model from {args.init}: {len(mix):,} pairs in the mix "
-        f"({sum(p.is_safety for p in mix):,} safety), {max_steps} steps of {per_step} pairs, margin {args.margin}")
+        trunk, tokenizer = load_model_and_tokenizer(args.init)
+        if args.max_len > trunk.config.max_seq_len:
+            raise UserError(f"--max-len {args.max_len} exceeds the model's context of {trunk.config.max_seq_len}")
+        torch.manual_seed(args.seed)  # the head's initialization
+        model = RewardModel(trunk.config, trunk).to(env.device)
+        margins = MARGINS[args.margin]
+        log(f"{args.kind} reward model from {args.init}: {len(mix):,} pairs in the mix "
+            f"({sum(p.is_safety for p in mix):,} safety), {max_steps} steps of {per_step} pairs, margin {args.margin}")
 
-    def micro_batches(step: int, step_pairs=None) -> list[dict]:
-        mine = (step_pairs if step_pairs is not None else steps[step % len(steps)])[env.rank :: env.world_size]
-        return [
-            pair_batch(mine[i : i + args.micro_batch_size], tokenizer, margins, args.max_len, env.device)
-            for i in range(0, len(mine), args.micro_batch_size)
-        ]
+        def micro_batches(step: int, step_pairs=None) -> list[dict]:
+            mine = (step_pairs if step_pairs is not None else steps[step % len(steps)])[env.rank :: env.world_size]
+            return [
+                pair_batch(mine[i : i + args.micro_batch_size], tokenizer, margins, args.max_len, env.device)
+                for i in range(0, len(mine), args.micro_batch_size)
+            ]
 
-    info = {"stage": "reward", "kind": args.kind, "parent": str(args.init), "margin": args.margin}
+        info = {"stage": "reward", "kind": args.kind, "parent": str(args.init), "margin": args.margin}
 
-    def save_weights(state, directory, write_more=None):
-        save_reward_state(state, model.config, directory, args.init / TOKENIZER_FILE, info, write_more)
+        def save_weights(state, directory, write_more=None):
+            save_reward_state(state, model.config, directory, args.init / TOKENIZER_FILE, info, write_more)
 
-    identity = {
-        "stage": "reward",
-        "kind": args.kind,
-        "init": str(args.init),
-        "data": [str(p) for p in args.data],
-        "pairs": len(mix),
-        **{k: getattr(args, k) for k in ("margin", "max_len", "batch_size", "epochs", "seed")},
-    }
-    train(
-        model,
-        run,
-        env,
-        args.out,
-        identity=identity,
-        micro_batches=micro_batches,
-        loss_fn=ranking_loss,
-        save_weights=save_weights,
-        load_weights=lambda d: load_reward_model(d).state_dict(),
-        val_batches=micro_batches(0, val_pairs[: len(val_pairs) - len(val_pairs) % env.world_size]) if val_pairs else None,
-    )
-    close_distributed()
+        identity = {
+            "stage": "reward",
+            "kind": args.kind,
+            "init": str(args.init),
+            "data": [str(p) for p in args.data],
+            "pairs": len(mix),
+            **{k: getattr(args, k) for k in ("margin", "max_len", "batch_size", "epochs", "seed")},
+        }
+        train(
+            model,
+            run,
+            env,
+            args.out,
+            identity=identity,
+            micro_batches=micro_batches,
+            loss_fn=ranking_loss,
+            save_weights=save_weights,
+            load_weights=lambda d: load_reward_model(d).state_dict(),
+            val_batches=micro_batches(0, val_pairs[: len(val_pairs) - len(val_pairs) % env.world_size]) if val_pairs else None,
+        )
     return args.out

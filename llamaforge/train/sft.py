@@ -21,7 +21,7 @@ from llamaforge.device import DeviceName
 from llamaforge.errors import UserError
 from llamaforge.lora import add_lora, merge_lora
 from llamaforge.losses import IGNORE_INDEX
-from llamaforge.train.distributed import Distributed, close_distributed, init_distributed
+from llamaforge.train.distributed import Distributed, distributed_run
 from llamaforge.train.loop import LoopConfig, llama_writer, train
 
 
@@ -135,7 +135,9 @@ def micro_batches(rows: list[list[Example]], args: SftArgs, env: Distributed) ->
         chunk = mine[i : i + args.micro_batch_size]
         length = args.seq_len if args.packing else max([sum(len(e.ids) for e in row) for row in chunk] + [1])
         batch = layout(chunk, length).to(env.device)
-        batches.append({"batch": batch, "count": int((batch.targets != IGNORE_INDEX).sum())})
+        # count: the answer tokens (the loss terms); tokens: every position the forward pass runs,
+        # prompts and padding included (what tokens/s counts)
+        batches.append({"batch": batch, "count": int((batch.targets != IGNORE_INDEX).sum()), "tokens": batch.tokens.numel()})
     return batches
 
 
@@ -147,54 +149,53 @@ def sequence_loss(model, batch: SequenceBatch) -> torch.Tensor:
 def main(args: SftArgs) -> Path:
     if args.init is None or not args.data:
         raise UserError("sft needs --init CKPT and --data FILES")
-    env = init_distributed(args.device)
-    log = print if env.is_main else (lambda *_: None)
-    model, tokenizer = load_model_and_tokenizer(args.init, device=env.device)
-    if args.seq_len > model.config.max_seq_len:
-        raise UserError(f"--seq-len {args.seq_len} exceeds the model's context of {model.config.max_seq_len}")
-    train_examples = load_examples(args.data, tokenizer, args, log)
-    val_examples = load_examples(args.val_data, tokenizer, args, log)
-    steps = plan_steps(train_examples, args)
-    max_steps = args.max_steps if args.max_steps > 0 else len(steps)
-    run = dataclasses.replace(args, max_steps=max_steps)
-    if args.lora_rank > 0:
-        add_lora(model, args.lora_rank, args.lora_alpha)
-    rows_per_epoch = len(steps) // max(args.epochs, 1) * args.batch_size
-    log(f"fine-tuning {args.init} on {len(train_examples):,} dialogs ({'packed' if args.packing else 'padded'}, "
-        f"~{rows_per_epoch:,} rows of {args.seq_len} per epoch), {max_steps} steps"
-        + (f", LoRA rank {args.lora_rank}" if args.lora_rank else ""))
+    with distributed_run(args.device) as env:
+        log = env.print
+        model, tokenizer = load_model_and_tokenizer(args.init, device=env.device)
+        if args.seq_len > model.config.max_seq_len:
+            raise UserError(f"--seq-len {args.seq_len} exceeds the model's context of {model.config.max_seq_len}")
+        train_examples = load_examples(args.data, tokenizer, args, log)
+        val_examples = load_examples(args.val_data, tokenizer, args, log)
+        steps = plan_steps(train_examples, args)
+        max_steps = args.max_steps if args.max_steps > 0 else len(steps)
+        run = dataclasses.replace(args, max_steps=max_steps)
+        if args.lora_rank > 0:
+            add_lora(model, args.lora_rank, args.lora_alpha)
+        rows_per_epoch = len(steps) // max(args.epochs, 1) * args.batch_size
+        log(f"fine-tuning {args.init} on {len(train_examples):,} dialogs ({'packed' if args.packing else 'padded'}, "
+            f"~{rows_per_epoch:,} rows of {args.seq_len} per epoch), {max_steps} steps"
+            + (f", LoRA rank {args.lora_rank}" if args.lora_rank else ""))
 
-    val_rows = [[e] for e in val_examples][: args.eval_rows]
+        val_rows = [[e] for e in val_examples][: args.eval_rows]
 
-    writer = llama_writer(model.config, args.init / TOKENIZER_FILE, {"stage": "sft", "parent": str(args.init)})
+        writer = llama_writer(model.config, args.init / TOKENIZER_FILE, {"stage": "sft", "parent": str(args.init)})
 
-    def save_weights(state, directory, write_more=None):
-        if args.lora_rank > 0 and write_more is None:  # the final model: adapters merged into weights
-            state = merge_lora(state, args.lora_rank, args.lora_alpha)
-        writer(state, directory, write_more)
+        def save_weights(state, directory, write_more=None):
+            if args.lora_rank > 0 and write_more is None:  # the final model: adapters merged into weights
+                state = merge_lora(state, args.lora_rank, args.lora_alpha)
+            writer(state, directory, write_more)
 
-    identity = {
-        "stage": "sft",
-        "init": str(args.init),
-        "model_config": dataclasses.asdict(model.config),
-        "data": [str(p) for p in args.data],
-        "examples": len(train_examples),
-        **{k: getattr(args, k) for k in ("seq_len", "batch_size", "epochs", "packing", "last_turn_only", "too_long", "lora_rank", "seed")},
-    }
-    train(
-        model,
-        run,
-        env,
-        args.out,
-        identity=identity,
-        micro_batches=lambda step: micro_batches(steps[step % len(steps)], args, env),
-        loss_fn=lambda train_model, micro: sequence_loss(train_model, micro["batch"]),
-        save_weights=save_weights,
-        load_weights=_load_resume_weights,
-        val_batches=micro_batches(val_rows, dataclasses.replace(args, packing=False), env) if val_rows else None,
-        flops_per_token=carbon.flops_per_token(model.config, args.seq_len),
-    )
-    close_distributed()
+        identity = {
+            "stage": "sft",
+            "init": str(args.init),
+            "model_config": dataclasses.asdict(model.config),
+            "data": [str(p) for p in args.data],
+            "examples": len(train_examples),
+            **{k: getattr(args, k) for k in ("seq_len", "batch_size", "epochs", "packing", "last_turn_only", "too_long", "lora_rank", "seed")},
+        }
+        train(
+            model,
+            run,
+            env,
+            args.out,
+            identity=identity,
+            micro_batches=lambda step: micro_batches(steps[step % len(steps)], args, env),
+            loss_fn=lambda train_model, micro: sequence_loss(train_model, micro["batch"]),
+            save_weights=save_weights,
+            load_weights=_load_resume_weights,
+            val_batches=micro_batches(val_rows, dataclasses.replace(args, packing=False), env) if val_rows else None,
+            flops_per_token=carbon.flops_per_token(model.config, args.seq_len),
+        )
     return args.out
 
 

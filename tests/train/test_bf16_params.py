@@ -67,7 +67,7 @@ def test_training_with_bf16_params_resumes_exactly(tmp_path):
 
 def same_batch(step):
     tokens = fixed_tokens(2)
-    return [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "count": tokens[:, 1:].numel()}]
+    return [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "count": tokens[:, 1:].numel(), "tokens": tokens[:, :-1].numel()}]
 
 
 def test_bf16_params_learn_like_fp32(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from llamaforge import Llama, ModelConfig
 from llamaforge.errors import UserError
 from llamaforge.losses import IGNORE_INDEX, next_token_loss
 from llamaforge.train.distributed import Distributed
-from llamaforge.train.loop import LoopConfig, llama_writer, train
+from llamaforge.train.loop import LoopConfig, StepResult, llama_writer, setup, train
 from llamaforge.train.optim import build_optimizer, cosine_lr
 from llamaforge.train.pretrain import llama2_7b_pretrain
 from llamaforge.train.state import checkpoints_dir, load_training_state
@@ -109,7 +110,8 @@ def batches_of(inputs, targets, sizes):
     out, at = [], 0
     for size in sizes:
         t = targets[at : at + size]
-        out.append({"inputs": inputs[at : at + size], "targets": t, "count": int((t != IGNORE_INDEX).sum())})
+        x = inputs[at : at + size]
+        out.append({"inputs": x, "targets": t, "count": int((t != IGNORE_INDEX).sum()), "tokens": x.numel()})
         at += size
     return out
 
@@ -202,7 +204,9 @@ def test_unequal_counts_are_normalized_by_the_whole_step(tmp_path):
     (record,) = [r for r in read_metrics(tmp_path / "four") if "split" not in r]
     assert record["loss"] == pytest.approx(mean, rel=1e-5)
     assert record["grad_norm"] == pytest.approx(norm, rel=1e-4)
-    assert record["tokens"] == 59
+    # The loss is normalized by the 59 predicted tokens; throughput counts all 8 * 16 = 128 input
+    # tokens the forward passes processed, ignored targets or not.
+    assert record["tokens"] == 128
 
     # The naive alternative, the mean of the 4 micro-batch means, is a different number: the test
     # above can tell the two apart.
@@ -211,6 +215,126 @@ def test_unequal_counts_are_normalized_by_the_whole_step(tmp_path):
     with torch.no_grad():
         naive = sum(float(loss_fn(model, b)) / b["count"] for b in micro) / 4
     assert abs(naive - mean) > 1e-3
+
+
+# --- extra metrics from loss_fn and the step API ---------------------------------------------------
+
+
+def unequal_micro_batches():
+    """Four micro-batches of 2 sequences with 2, 32, 17 and 8 predicted tokens (59 in all), each with
+    a constant "m" of 1, 2, 3, 4, then a fifth without any predicted token and m = NaN."""
+    tokens = fixed_tokens(10, seed=1)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()
+    targets[0:2, 1:] = IGNORE_INDEX
+    targets[4, 9:] = IGNORE_INDEX
+    targets[5, 8:] = IGNORE_INDEX
+    targets[6:8, 4:] = IGNORE_INDEX
+    targets[8:10] = IGNORE_INDEX
+    micro = batches_of(inputs, targets, [2, 2, 2, 2, 2])
+    for batch, m in zip(micro, [1.0, 2.0, 3.0, 4.0, float("nan")]):
+        batch["m"] = m
+    assert [b["count"] for b in micro] == [2, 32, 17, 8, 0]
+    return micro
+
+
+def loss_with_metrics(model, batch):
+    loss = loss_fn(model, batch)
+    # "m": a float, the same for the whole micro-batch; "mean_loss": a tensor, the micro-batch's mean
+    return loss, {"m": batch["m"], "mean_loss": loss.detach() / batch["count"]}
+
+
+def test_extra_metrics_are_averaged_over_micro_batches_weighted_by_count(tmp_path):
+    micro = unequal_micro_batches()
+    cfg = dataclasses.replace(one_step(), eval_every=1)
+    run_train(tmp_path, cfg, lambda step: micro, loss=loss_with_metrics, val_batches=micro)
+    records = read_metrics(tmp_path)
+    (record,) = [r for r in records if "split" not in r]
+    # By hand: (2 * 1 + 32 * 2 + 17 * 3 + 8 * 4) / 59 = 149 / 59 = 2.525...; the NaN of the empty
+    # micro-batch weighs nothing. The unweighted mean of the micro-batch values would be 2.5.
+    assert record["m"] == pytest.approx(149 / 59, rel=1e-6)
+    assert abs(record["m"] - 2.5) > 0.02
+    # The count-weighted mean of per-micro-batch mean losses is the step's loss (sum over count).
+    assert record["mean_loss"] == pytest.approx(record["loss"], rel=1e-5)
+    mean, _ = hand_mean_loss_and_grad_norm(torch.cat([b["inputs"] for b in micro]), torch.cat([b["targets"] for b in micro]))
+    assert record["loss"] == pytest.approx(mean, rel=1e-5)
+    # Validation averages them the same way, in its own entry.
+    val = [r for r in records if r.get("split") == "val"]
+    assert [r["step"] for r in val] == [0, 1]
+    for r in val:
+        assert r["m"] == pytest.approx(149 / 59, rel=1e-6)
+        assert r["mean_loss"] == pytest.approx(r["loss"], rel=1e-5)
+
+
+def test_setup_and_optimizer_step_are_usable_on_their_own(tmp_path):
+    """What a loop with its own batches (PPO's rollouts) calls: setup, optimizer_step, log, save, finish."""
+    micro = unequal_micro_batches()
+    torch.manual_seed(0)
+    model = Llama(CONFIG)
+    cfg = LoopConfig(max_steps=2, lr=1e-2, warmup_steps=0, log_every=1, save_every=1)
+    trainer = setup(model, cfg, Distributed(), tmp_path, identity={}, save_weights=llama_writer(CONFIG, None, {}))
+    assert trainer.completed is None and trainer.start == 0
+    for step in range(2):
+        result = trainer.optimizer_step(step, micro, loss_with_metrics)
+        assert isinstance(result, StepResult) and not result.skipped
+        assert result.count == 59 and result.tokens == 10 * SEQ  # normaliser, and every input token
+        assert result.metrics["m"] == pytest.approx(149 / 59, rel=1e-6)
+        trainer.log(step + 1, {**result.record(), "reward": 0.5 + step})
+        trainer.save_checkpoint(step + 1)
+    with pytest.raises(ValueError, match="tokens"):
+        trainer.log(3, {"tokens": 1})  # the loop's own keys are not a caller's to set
+    summary = trainer.finish()
+    records = read_metrics(tmp_path)
+    assert [(r["step"], r["reward"], r["tokens"]) for r in records] == [(1, 0.5, 10 * SEQ), (2, 1.5, 20 * SEQ)]
+    assert records[1]["loss"] < records[0]["loss"]  # it trained
+    assert summary["tokens"] == 20 * SEQ and summary["final_loss"] == records[1]["loss"]
+    # The same calls on the finished run: setup reports it done and trains nothing.
+    again = setup(Llama(CONFIG), cfg, Distributed(), tmp_path, identity={}, save_weights=llama_writer(CONFIG, None, {}))
+    assert again.completed == summary
+
+
+def test_micro_batch_without_tokens_is_refused(tmp_path):
+    micro = unequal_micro_batches()
+    del micro[1]["tokens"]
+    with pytest.raises(ValueError, match='"tokens"'):
+        run_train(tmp_path, one_step(), lambda step: micro)
+
+
+def test_metric_names_must_not_shadow_the_loops_own(tmp_path):
+    with pytest.raises(ValueError, match="lr"):
+        run_train(tmp_path, one_step(), constant_batches, loss=lambda m, b: (loss_fn(m, b), {"lr": 1.0}))
+
+
+def _two_process_run(rank: int, init_file: str, out: str) -> None:
+    """Rank `rank` of 2 (gloo, DDP): the micro-batches of unequal_micro_batches(), every 2nd one."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        mine = unequal_micro_batches()[rank::2]  # rank 0: counts 2, 17, 0; rank 1: 32, 8
+        torch.manual_seed(0)
+        train(
+            Llama(CONFIG), one_step({"parallel": "ddp"}), Distributed(rank=rank, world_size=2), Path(out),
+            identity={}, micro_batches=lambda step: mine, loss_fn=loss_with_metrics,
+            save_weights=llama_writer(CONFIG, None, {}),
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_extra_metrics_over_two_processes_equal_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    micro = unequal_micro_batches()
+    run_train(tmp_path / "one", one_step(), lambda step: micro, loss=loss_with_metrics)
+    mp.spawn(_two_process_run, args=(str(tmp_path / "init"), str(tmp_path / "two")), nprocs=2)
+    (one,) = read_metrics(tmp_path / "one")
+    (two,) = read_metrics(tmp_path / "two")
+    # Rank 0 alone would give (2 * 1 + 17 * 3) / 19 = 2.79, rank 1 (32 * 2 + 8 * 4) / 40 = 2.4.
+    assert two["m"] == pytest.approx(149 / 59, rel=1e-6) and one["m"] == pytest.approx(149 / 59, rel=1e-6)
+    assert two["mean_loss"] == pytest.approx(one["mean_loss"], rel=1e-5)
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    assert two["tokens"] == one["tokens"] == 10 * SEQ
 
 
 # --- non-finite guard ------------------------------------------------------------------------------
@@ -223,7 +347,7 @@ def nan_at_step_2(model, batch):
 
 def stepped_batches(step):
     tokens = fixed_tokens(4, seed=10 + step)
-    return [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "count": 4 * SEQ, "step": step}]
+    return [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "count": 4 * SEQ, "tokens": 4 * SEQ, "step": step}]
 
 
 def test_nonfinite_skip(tmp_path):
@@ -288,12 +412,12 @@ def test_rerun_after_a_crash_logs_every_step_once(tmp_path, save_every):
 
 def constant_batches(step):
     tokens = fixed_tokens(2, seed=step)
-    return [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "count": 2 * SEQ}]
+    return [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "count": 2 * SEQ, "tokens": 2 * SEQ}]
 
 
 def fixed_val_batches():
     tokens = fixed_tokens(2, seed=99)
-    return [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "count": 2 * SEQ}]
+    return [{"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "count": 2 * SEQ, "tokens": 2 * SEQ}]
 
 
 @pytest.mark.parametrize("watts", [None, 400.0])

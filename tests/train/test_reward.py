@@ -20,6 +20,7 @@ from llamaforge.errors import UserError
 from llamaforge.eval.reward import accuracy_by_rating, pair_scores
 from llamaforge.losses import MARGINS, RATINGS
 from llamaforge.model import RewardModel
+from llamaforge.train.distributed import transformer_blocks
 from llamaforge.train.reward import RewardArgs, main, pair_batch, paper_mix, ranking_loss
 
 CONFIG = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=400, multiple_of=16, max_seq_len=128)
@@ -71,9 +72,10 @@ def test_score_ignores_padding_and_batch_mates():
         assert max(abs(a - b) for a, b in zip(model(left, all_real).tolist(), alone)) > 1e-3
 
 
-def test_reward_model_exposes_the_trunk_blocks_for_the_training_loop():
+def test_reward_model_blocks_are_the_trunks():
     model = tiny_reward_model()
-    assert model.layers is model.trunk.layers
+    # parallelize finds the blocks through the module tree: the model needs no `layers` of its own
+    assert transformer_blocks(model) == list(model.trunk.layers) and not hasattr(model, "layers")
     assert not any(name.startswith("layers.") for name in model.state_dict())  # saved under trunk.* only
     assert not model.trunk.output.weight.requires_grad  # the unused next-token head is frozen
 
@@ -203,14 +205,15 @@ def test_pair_batch_puts_chosen_first_with_each_pairs_margin(tokenizer):
         Preference(prompt, "yes", "no", None, None, False),  # no rating, no margin: 0
     ]
     batch = pair_batch(pairs, tokenizer, MARGINS["large"], max_len=64, device="cpu")
-    assert batch["count"] == 4
+    assert batch["count"] == 4  # the loss terms: pairs
     assert batch["margin"].tolist() == [3.0, 1.0, 0.25, 0.0]
     expected = [encode_response(tokenizer, p.prompt, p.chosen, 64) for p in pairs]
     expected += [encode_response(tokenizer, p.prompt, p.rejected, 64) for p in pairs]
-    assert batch["tokens"].shape == (8, max(map(len, expected)))
+    assert batch["sequences"].shape == (8, max(map(len, expected)))
+    assert batch["tokens"] == 8 * max(map(len, expected))  # what the forward pass processes, padding included
     for row, ids in enumerate(expected):
         n = int(batch["real"][row].sum())
-        assert n == len(ids) and batch["tokens"][row, :n].tolist() == ids
+        assert n == len(ids) and batch["sequences"][row, :n].tolist() == ids
         assert not batch["real"][row, n:].any()
 
 
@@ -227,7 +230,7 @@ def test_ranking_loss_is_the_summed_margin_loss_of_chosen_against_rejected():
         def forward(self, tokens, real):
             return torch.tensor([2.0, 0.5, 1.0, 0.5])  # chosen 2.0, 0.5; rejected 1.0, 0.5
 
-    batch = {"tokens": torch.zeros(4, 1), "real": torch.ones(4, 1), "margin": torch.tensor([1.0, 0.0]), "count": 2}
+    batch = {"sequences": torch.zeros(4, 1), "real": torch.ones(4, 1), "margin": torch.tensor([1.0, 0.0]), "count": 2}
     # z = 2 - 1 - 1 = 0 and 0.5 - 0.5 - 0 = 0: 2 log 2 = 1.386294
     assert ranking_loss(FixedScores(), batch).item() == pytest.approx(1.386294, abs=1e-6)
 
@@ -309,14 +312,35 @@ def test_tiny_reward_model_learns_a_planted_preference(reward_files, tmp_path, t
 
 
 def test_activation_checkpointing_trains_a_reward_model_identically(reward_files, tmp_path):
-    """The loop wraps `model.layers`: a RewardModel must offer them (it used to raise AttributeError),
-    and recomputing activations changes no number."""
+    """parallelize checkpoints a RewardModel's trunk blocks too (it once looked for `model.layers`, which a
+    RewardModel lacked), and recomputing activations changes no number."""
     changes = dict(max_steps=2, warmup_steps=1, val_data=[], log_every=1)
     plain = main(tiny_args(reward_files, tmp_path / "plain", **changes))
     checkpointed = main(tiny_args(reward_files, tmp_path / "ckpt", activation_checkpointing=True, **changes))
     losses = [[m["loss"] for m in read_metrics(out)] for out in (plain, checkpointed)]
     assert len(losses[0]) == 2
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_tokens_count_both_sequences_of_every_pair(reward_files, tmp_path, monkeypatch):
+    """The throughput counts the chosen and rejected sequences' tokens (padding included), not pairs."""
+    from llamaforge.train import reward as stage
+
+    made = []
+
+    def recording_pair_batch(*args, **kwargs):
+        made.append(pair_batch(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(stage, "pair_batch", recording_pair_batch)
+    out = main(tiny_args(reward_files, tmp_path / "run", max_steps=2, warmup_steps=1, val_data=[], log_every=1))
+    assert len(made) == 4  # 2 steps of 16 pairs, micro-batches of 8
+    per_step = [made[0:2], made[2:4]]
+    processed = [sum(b["sequences"].numel() for b in step) for step in per_step]
+    assert [b["count"] for b in made] == [8] * 4
+    assert [r["tokens"] for r in read_metrics(out)] == [processed[0], processed[0] + processed[1]]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tokens"] == sum(processed) > 10 * 32  # 32 pairs, 64 sequences of ~10+ tokens
 
 
 def test_reward_needs_init_and_data(tmp_path):

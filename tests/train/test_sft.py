@@ -3,6 +3,7 @@ mode, micro-batches across processes, the paper preset."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -115,6 +116,26 @@ def test_no_packing_runs_with_one_example_per_row(sft_files, tmp_path, tokenizer
     assert [r["step"] for r in train_log] == [1, 4] and [r["step"] for r in val_log] == [0, 2, 4]
     assert all(math.isfinite(r["loss"]) for r in train_log + val_log)
     assert (out / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_tokens_count_every_position_the_forward_pass_processes(sft_files, tmp_path, tokenizer, packing):
+    """tokens/s and the token totals count what the model computes on, prompts and padding included,
+    while the loss is still normalized by the answer tokens alone."""
+    args = tiny_args(sft_files, tmp_path / "run", packing=packing, max_steps=3, val_data=[], log_every=1, save_every=3)
+    steps = plan_steps(load_examples(args.data, tokenizer, args, print), args)
+    per_step = [micro_batches(steps[s], args, Distributed()) for s in range(3)]
+    processed = list(itertools.accumulate(sum(m["batch"].tokens.numel() for m in ms) for ms in per_step))
+    answers = list(itertools.accumulate(sum(m["count"] for m in ms) for ms in per_step))
+    assert all(p > 2 * a for p, a in zip(processed, answers))  # prompts (and padding) are most of a row
+    out = main(args)
+    train_log, _ = read_metrics(out)
+    assert [r["tokens"] for r in train_log] == processed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tokens"] == processed[-1]
+    assert summary["tokens_per_s"] == pytest.approx(processed[-1] / summary["elapsed_s"], rel=1e-9)
+    if packing:
+        assert processed[-1] == 3 * args.batch_size * args.seq_len  # full rows of seq_len
 
 
 def numbered(lengths: list[int]) -> list[list[Example]]:

@@ -140,6 +140,7 @@ def test_step_split_between_two_processes(step):
         for b in batches:
             assert torch.equal(b["inputs"][:, 1:], b["targets"][:, :-1])  # targets shifted by one
             assert b["count"] == b["targets"].numel()
+            assert b["tokens"] == b["inputs"].numel()  # every position of the packed input: all predicted
         windows = [torch.cat([b["inputs"], b["targets"][:, -1:]], dim=1) for b in batches]  # (B, seq_len + 1)
         return [tuple(row.tolist()) for w in windows for row in w], batches
 

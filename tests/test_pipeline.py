@@ -7,10 +7,11 @@ import shutil
 import pytest
 
 from llamaforge.cli import main as cli_main
-from llamaforge.pipeline import STAGES, PipelineArgs, main
+from llamaforge.pipeline import PipelineArgs, main, stages
+from llamaforge.pipeline.presets import smoke
 from llamaforge.pipeline.records import record_hash
 
-NAMES = [stage.name for stage in STAGES]
+NAMES = [stage.name for stage in stages(smoke())]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,14 @@ def test_every_stage_completes_and_is_summarized(run):
     assert set(reward["by_batches"]) == {"1", "2", "3"} and set(reward["by_margin"]) == {"none", "small", "large"}
     assert (run / "reward" / "table8.md").read_text().startswith("| model / test set |")
     assert (run / "reward" / "rm_vs_gold.png").stat().st_size > 1000
+    selection = reward["best_of_k_by_gold"]
+    assert selection["random"] <= selection["best"] and selection["prompts"] == 6
+    for n in (1, 2):
+        version = summary["stages"][f"rlhf_v{n}"]["metrics"]
+        assert 0.0 <= version["helpful_helpfulness"] <= 1.0 and 0.0 <= version["sampled"]["violation_rate"] <= 1.0
+        win = version["win_vs_reference"]["sampled"]
+        assert win["win"] + win["tie"] + win["loss"] == pytest.approx(1.0) and win["pairs"] == 8
+        assert set(version["rm_mean"]) == {"helpfulness", "safety"}
 
 
 def test_records_name_settings_inputs_by_hash_and_relative_outputs(run):
@@ -60,6 +69,20 @@ def test_records_name_settings_inputs_by_hash_and_relative_outputs(run):
                 assert (run / relative).exists()
     plan = json.loads((run / "pipeline.json").read_text())
     assert plan["preset"] == "smoke" and plan["stages"]["pretrain"] == records["pretrain"]["settings"]
+
+
+def test_rlhf_versions_chain_models_preferences_and_pool(run):
+    v1, v2 = (json.loads((run / f"rlhf_v{n}" / "stage.json").read_text()) for n in (1, 2))
+    reward = json.loads((run / "reward" / "stage.json").read_text())
+    # V2 annotates a fresh batch with V1's model, trains its RMs on every batch so far, and pools V1's picks
+    assert v2["inputs"]["rlhf_v1"] == record_hash(v1)
+    assert v1["outputs"]["preferences"][: len(reward["outputs"]["preferences"])] == reward["outputs"]["preferences"]
+    assert v2["outputs"]["preferences"][: len(v1["outputs"]["preferences"])] == v1["outputs"]["preferences"]
+    assert len(v2["outputs"]["preferences"]) > len(v1["outputs"]["preferences"])
+    annotated_with = json.loads((run / "rlhf_v2" / "rm_helpfulness" / "run.json").read_text())["init"]
+    assert annotated_with.endswith(v1["outputs"]["model"])
+    assert v2["outputs"]["rejection_sampling_runs"] == v1["outputs"]["rejection_sampling_runs"] + ["rlhf_v2/rejection_sampling"]
+    assert v2["metrics"]["rejection_sampling"]["pooled"] > 0 and v1["metrics"]["rejection_sampling"]["pooled"] == 0
 
 
 def test_annotation_rounds_split_by_guideline(run):
@@ -123,5 +146,5 @@ def test_stage_whose_upstream_changed_is_refused_not_skipped(copy, capsys):
 
 
 def test_unknown_from_stage_is_refused(copy, capsys):
-    assert cli_main(["pipeline", "--out", str(copy), "--preset", "smoke", "--from", "rlhf"]) == 1
-    assert "--from 'rlhf': unknown stage" in capsys.readouterr().err
+    assert cli_main(["pipeline", "--out", str(copy), "--preset", "smoke", "--from", "rlhf_v9"]) == 1
+    assert "--from 'rlhf_v9': unknown stage" in capsys.readouterr().err

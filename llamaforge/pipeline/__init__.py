@@ -24,17 +24,22 @@ from llamaforge.pipeline.foundation import TOKENIZER, WORLD
 from llamaforge.pipeline.presets import PRESETS, PipelinePreset
 from llamaforge.pipeline.records import first_difference, normalized, read_record, record_hash, write_record
 from llamaforge.pipeline.reward import REWARD
+from llamaforge.pipeline.rlhf import version_stage
 from llamaforge.pipeline.stage import Stage, StageContext
 from llamaforge.pipeline.training import PRETRAIN, SFT
 
-STAGES: list[Stage] = [WORLD, TOKENIZER, PRETRAIN, SFT, REWARD]
 PLAN = "pipeline.json"
+
+
+def stages(preset: PipelinePreset) -> list[Stage]:
+    """The recipe's stages in order; the preset says how many RLHF versions there are."""
+    return [WORLD, TOKENIZER, PRETRAIN, SFT, REWARD] + [version_stage(n) for n in range(1, preset.rlhf.versions + 1)]
 
 
 @dataclass
 class PipelineArgs:
     """Run the Llama 2 recipe end to end on the built-in world: world data, tokenizer, pretraining,
-    SFT and the reward models so far."""
+    SFT, the reward models and the RLHF versions (rejection sampling) so far."""
 
     out: Path = Path("runs/pipeline")
     """Run directory: one folder per stage, plus pipeline.json (settings) and summary.json."""
@@ -43,7 +48,7 @@ class PipelineArgs:
     seed: int = 0
     """Seed of the world and of every stage."""
     from_stage: Annotated[str | None, tyro.conf.arg(name="from")] = None
-    """Re-run this stage and every stage after it (world, tokenizer, pretrain, sft, reward)."""
+    """Re-run this stage and every stage after it (world, tokenizer, pretrain, sft, reward, rlhf_v1, ...)."""
 
 
 def recorded_settings(run_dir: Path, stage: Stage) -> dict | None:
@@ -74,22 +79,23 @@ def check_settings(run_dir: Path, stages: list[Stage], settings: dict[str, dict]
 
 def main(args: PipelineArgs) -> Path:
     preset: PipelinePreset = PRESETS[args.preset]()
-    names = [stage.name for stage in STAGES]
+    all_stages = stages(preset)
+    names = [stage.name for stage in all_stages]
     if args.from_stage is not None and args.from_stage not in names:
         raise UserError(f"--from {args.from_stage!r}: unknown stage (stages: {', '.join(names)})")
-    first_rerun = names.index(args.from_stage) if args.from_stage else len(STAGES)
-    settings = {stage.name: normalized(stage.settings(preset, args.seed)) for stage in STAGES}
-    check_settings(args.out, STAGES[:first_rerun], settings)
+    first_rerun = names.index(args.from_stage) if args.from_stage else len(all_stages)
+    settings = {stage.name: normalized(stage.settings(preset, args.seed)) for stage in all_stages}
+    check_settings(args.out, all_stages[:first_rerun], settings)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    for stage in STAGES[first_rerun:]:  # --from: these start over, with nothing of the old run
+    for stage in all_stages[first_rerun:]:  # --from: these start over, with nothing of the old run
         shutil.rmtree(args.out / stage.name, ignore_errors=True)
     plan = {"preset": preset.name, "seed": args.seed, "stages": settings}
     (args.out / PLAN).write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
 
     records: dict[str, dict] = {}
-    for number, stage in enumerate(STAGES, start=1):
-        label = f"[{number}/{len(STAGES)}] {stage.name}"
+    for number, stage in enumerate(all_stages, start=1):
+        label = f"[{number}/{len(all_stages)}] {stage.name}"
         inputs = {name: record_hash(records[name]) for name in stage.inputs}
         record = read_record(args.out / stage.name)
         if record is not None:

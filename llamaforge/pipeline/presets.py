@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llamaforge.config import MODEL_PRESETS
+from llamaforge.pipeline.evaluation import EvalPlan
+from llamaforge.rlhf import rejection_sampling
 from llamaforge.train import pretrain, reward, sft
 
 
@@ -26,6 +28,18 @@ class AnnotationPlan:
 
 
 @dataclass(frozen=True)
+class RlhfPlan:
+    """The RLHF versions (paper §3.2.3): each annotates a fresh weekly batch with the latest model,
+    retrains both reward models and runs rejection sampling on that batch's prompts."""
+
+    versions: int  # RLHF-V1 ... Vn
+    batch_size: int  # prompts of each version's weekly batch
+    rejection_prompts: int  # of those, how many get K samples in rejection sampling
+    pool_from: int  # from this version on, the best answers of all earlier versions join (paper: V4)
+    rejection_sampling: rejection_sampling.RejectionSamplingArgs
+
+
+@dataclass(frozen=True)
 class PipelinePreset:
     name: str
     vocab_size: int  # the tokenizer the pipeline trains (the pretraining model's vocabulary)
@@ -33,7 +47,8 @@ class PipelinePreset:
     sft: sft.SftArgs
     reward: reward.RewardArgs
     annotation: AnnotationPlan
-    eval_prompts: int | None  # held-out prompts per set in the chat evaluations (None: all)
+    evaluation: EvalPlan  # how every model version is evaluated on the held-out prompts
+    rlhf: RlhfPlan
 
 
 def _vocab_size(args: pretrain.PretrainArgs) -> int:
@@ -45,7 +60,8 @@ def demo() -> PipelinePreset:
     pretraining = pretrain.demo()
     return PipelinePreset(
         name="demo", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.demo(), reward=reward.demo(),
-        annotation=AnnotationPlan(batches=3, batch_size=400, test_prompts=None), eval_prompts=None,
+        annotation=AnnotationPlan(batches=3, batch_size=400, test_prompts=None), evaluation=EvalPlan(prompts=None, samples=2),
+        rlhf=RlhfPlan(versions=3, batch_size=400, rejection_prompts=200, pool_from=3, rejection_sampling=rejection_sampling.demo()),
     )
 
 
@@ -54,7 +70,8 @@ def smoke() -> PipelinePreset:
     pretraining = pretrain.smoke()
     return PipelinePreset(
         name="smoke", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.smoke(), reward=reward.smoke(),
-        annotation=AnnotationPlan(batches=3, batch_size=10, test_prompts=6), eval_prompts=8,
+        annotation=AnnotationPlan(batches=3, batch_size=10, test_prompts=6), evaluation=EvalPlan(prompts=8, samples=1, best_of_k_prompts=6, best_of_k=2),
+        rlhf=RlhfPlan(versions=2, batch_size=10, rejection_prompts=6, pool_from=2, rejection_sampling=rejection_sampling.smoke()),
     )
 
 

@@ -4,7 +4,8 @@
 repeats; the stage annotates the weekly batches and the held-out test prompts, trains both reward
 models on all batches, and evaluates them: Table 8 with the gold judges' own agreement with the
 noisy annotators as the ceiling, RM score against gold score, accuracy against the number of weekly
-batches (Fig. 6) and the margin ablation (Table 28).
+batches (Fig. 6), the margin ablation (Table 28), and whether the helpfulness RM's pick among K
+samples of the SFT model beats a random sample by gold (Fig. 7 asked of gold).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from llamaforge import annotate
 from llamaforge.checkpoint import load_reward_model
 from llamaforge.data.preferences import Preference, read_all
 from llamaforge.eval.reward import accuracy_by_rating, markdown_table, pair_scores, plot_scores
-from llamaforge.pipeline.evaluation import write_jsonl
+from llamaforge.pipeline.evaluation import best_of_k_by_gold, gold_judges, write_jsonl
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings
 from llamaforge.tokenizer import Tokenizer
 from llamaforge.train import reward
@@ -115,10 +116,14 @@ def reward_stage(ctx: StageContext):
         margin: helpfulness_accuracy(train("helpfulness", train_files, f"margin_{margin}", margin), tests["helpfulness"])
         for margin in ("none", "large")
     } | {"small": final}
+    selection = best_of_k_by_gold(
+        sft_model, models["helpfulness"], world.prompts("helpful", "test")[: ctx.preset.evaluation.best_of_k_prompts],
+        gold_judges(world), ctx.preset.evaluation, ctx.seed,
+    )
     table = markdown_table(rows)
     (ctx.out / "table8.md").write_text(table + "\n")
     print(table)
-    accuracy = {"by_batches": by_batches, "by_margin": by_margin}
+    accuracy = {"by_batches": by_batches, "by_margin": by_margin, "best_of_k_by_gold": selection}
     (ctx.out / "reward_eval.json").write_text(json.dumps({"table8": rows, **accuracy}, indent=2, sort_keys=True) + "\n")
     outputs = {
         "rm_helpfulness": models["helpfulness"], "rm_safety": models["safety"], "preferences": train_files,
@@ -136,7 +141,8 @@ def reward_stage(ctx: StageContext):
 REWARD = Stage(
     "reward", ("pretrain", "sft"),
     lambda preset, seed: {
-        "annotation": dataclasses.asdict(preset.annotation), "reward": command_settings(preset.reward, seed)
+        "annotation": dataclasses.asdict(preset.annotation), "reward": command_settings(preset.reward, seed),
+        "evaluation": dataclasses.asdict(preset.evaluation),
     },
     reward_stage,
 )

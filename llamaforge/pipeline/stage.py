@@ -27,9 +27,10 @@ class StageContext:
     seed: int
     upstream: dict[str, dict]  # the records of the stages named in Stage.inputs
 
-    def input(self, stage: str, key: str) -> Path:
-        """An output of an upstream stage, as its record names it."""
-        return self.run_dir / self.upstream[stage]["outputs"][key]
+    def input(self, stage: str, key: str) -> Path | list[Path]:
+        """An output of an upstream stage (a path or a list of paths), as its record names it."""
+        value = self.upstream[stage]["outputs"][key]
+        return [self.run_dir / v for v in value] if isinstance(value, list) else self.run_dir / value
 
 
 Outputs = dict[str, Path | list[Path]]

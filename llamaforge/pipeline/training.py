@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from llamaforge.pipeline.evaluation import evaluate_checkpoints, gold_judges, held_out_prompts
+from llamaforge.pipeline.evaluation import evaluate_checkpoint, gold_judges, held_out_prompts
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings
 from llamaforge.train import pretrain, sft
 from llamaforge.world import World
@@ -35,18 +35,25 @@ def sft_stage(ctx: StageContext):
     )
     sft.main(run)
     summary = json.loads((ctx.out / "summary.json").read_text())
-    prompt_sets = held_out_prompts(world, ctx.preset.eval_prompts)
-    checkpoints = {"pretrained": pretrained, "sft": ctx.out / "model"}
-    evaluation = evaluate_checkpoints(checkpoints, prompt_sets, gold_judges(World(ctx.seed)), ctx.seed, ctx.out)
+    plan = ctx.preset.evaluation
+    prompt_sets, judges = held_out_prompts(world, plan.prompts), gold_judges(World(ctx.seed))
+    # the pretrained model, prompted in the chat format, greedy only: where SFT starts from
+    _, pretrained_metrics = evaluate_checkpoint(
+        pretrained, prompt_sets, judges, dataclasses.replace(plan, samples=0), ctx.seed, ctx.out / "eval" / "pretrained"
+    )
+    _, sft_metrics = evaluate_checkpoint(ctx.out / "model", prompt_sets, judges, plan, ctx.seed, ctx.out / "eval" / "sft")
     with (ctx.out / "metrics.jsonl").open("a") as f:
-        f.write(json.dumps({"step": summary["steps"], "split": "eval", **evaluation["sft"]}, sort_keys=True) + "\n")
-    metrics = {"steps": summary["steps"], "val_answer_loss": summary["val_loss"], "elapsed_s": summary["elapsed_s"], **evaluation}
-    return {"model": ctx.out / "model", "eval": ctx.out / "eval.json"}, metrics
+        f.write(json.dumps({"step": summary["steps"], "split": "eval", **sft_metrics}, sort_keys=True) + "\n")
+    metrics = {
+        "steps": summary["steps"], "val_answer_loss": summary["val_loss"], "elapsed_s": summary["elapsed_s"],
+        "pretrained": pretrained_metrics, "sft": sft_metrics,
+    }
+    return {"model": ctx.out / "model", "answers": ctx.out / "eval" / "sft" / "answers.json"}, metrics
 
 
 PRETRAIN = Stage("pretrain", ("world", "tokenizer"), lambda preset, seed: command_settings(preset.pretrain, seed), pretrain_stage)
 SFT = Stage(
     "sft", ("world", "pretrain"),
-    lambda preset, seed: {"sft": command_settings(preset.sft, seed), "eval_prompts": preset.eval_prompts},
+    lambda preset, seed: {"sft": command_settings(preset.sft, seed), "evaluation": dataclasses.asdict(preset.evaluation)},
     sft_stage,
 )

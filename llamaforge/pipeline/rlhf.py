@@ -1,0 +1,84 @@
+"""RLHF versions V1 ... Vn as pipeline stages (paper §3.2.3, "Iterative Fine-Tuning").
+
+Each version: a fresh weekly batch of prompts -> preference pairs sampled from the latest chat
+model (two temperatures on helpful prompts; against the pretrained model, a variant, on safety
+prompts) -> the world's simulated annotators -> both reward models retrained on all batches so far
+(one epoch, from the latest chat model: the paper initializes its reward models from chat model
+checkpoints and samples each batch from the latest model so that the reward models stay
+on-distribution) -> rejection sampling from the latest model on that batch's prompts, pooling the
+best answers of all earlier versions from the version the preset names (the paper does from V4)
+-> the gold-judged evaluation every version gets (pipeline/evaluation.py), with the order-swapped
+win rate against the SFT model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from llamaforge.pipeline.evaluation import evaluate_checkpoint, gold_judges, held_out_prompts, write_jsonl
+from llamaforge.pipeline.reward import KINDS, annotate_round, train_reward_model
+from llamaforge.pipeline.stage import Stage, StageContext, command_settings
+from llamaforge.rlhf import rejection_sampling
+from llamaforge.world import World
+
+
+def version_name(n: int) -> str:
+    return f"rlhf_v{n}"
+
+
+def version_stage(n: int):
+    def run(ctx: StageContext):
+        world, plan = World(ctx.seed), ctx.preset.rlhf
+        before = version_name(n - 1) if n > 1 else None  # the previous version's stage
+        latest = ctx.input(before, "model") if before else ctx.input("sft", "model")
+        batch = ctx.preset.annotation.batches + n - 1  # the reward stage annotated batches 0 .. batches - 1
+        prompts = world.batch(batch, plan.batch_size)
+
+        # preference data from the latest model, and both reward models on all batches so far
+        new_pairs = annotate_round(prompts, latest, ctx.input("pretrain", "model"), ctx.out / "annotation", ctx.seed, seed=batch)
+        preferences = ctx.input(before or "reward", "preferences") + new_pairs
+        rms = {
+            kind: train_reward_model(ctx.preset.reward, kind, latest, preferences, ctx.out / f"rm_{kind}", ctx.seed)
+            for kind in KINDS
+        }
+
+        # rejection sampling from the latest model on this batch's prompts
+        rs_prompts = write_jsonl(ctx.out / "prompts.jsonl", prompts[: plan.rejection_prompts])
+        earlier_runs = ctx.input(before, "rejection_sampling_runs") if before else []
+        run_dir = ctx.out / "rejection_sampling"
+        rejection_sampling.main(dataclasses.replace(
+            plan.rejection_sampling, policy=latest, rm_helpfulness=rms["helpfulness"], rm_safety=rms["safety"],
+            prompts=[rs_prompts], out=run_dir, pool=earlier_runs if n >= plan.pool_from else [], seed=ctx.seed + n,
+        ))
+        model = run_dir / "sft" / "model"
+        report = json.loads((run_dir / "rejection_sampling.json").read_text())
+
+        # gold-judged evaluation, against the SFT model's answers
+        sft_answers = json.loads(ctx.input("sft", "answers").read_text())["answers"]
+        prompt_sets = held_out_prompts(ctx.input("world", "data"), ctx.preset.evaluation.prompts)
+        _, metrics = evaluate_checkpoint(
+            model, prompt_sets, gold_judges(world), ctx.preset.evaluation, ctx.seed, ctx.out / "eval",
+            reference=sft_answers, reward_models=rms,
+        )
+        metrics["rejection_sampling"] = {k: v for k, v in report.items() if k != "sft"} | {"sft_steps": report["sft"]["steps"]}
+        outputs = {
+            "model": model, "rm_helpfulness": rms["helpfulness"], "rm_safety": rms["safety"], "preferences": preferences,
+            "rejection_sampling_runs": earlier_runs + [run_dir], "answers": ctx.out / "eval" / "answers.json",
+        }
+        return outputs, metrics
+
+    inputs = ("world", "pretrain", "sft", "reward") + ((version_name(n - 1),) if n > 1 else ())
+    return Stage(version_name(n), inputs, lambda preset, seed: rlhf_settings(preset, seed, n), run)
+
+
+def rlhf_settings(preset, seed: int, n: int) -> dict:
+    plan = preset.rlhf
+    return {
+        "version": n,
+        "rlhf": {k: v for k, v in dataclasses.asdict(plan).items() if k != "rejection_sampling"},
+        "rejection_sampling": command_settings(plan.rejection_sampling, seed),
+        "reward": command_settings(preset.reward, seed),
+        "evaluation": dataclasses.asdict(preset.evaluation),
+    }
+

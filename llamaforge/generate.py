@@ -5,6 +5,11 @@ positions (starting at 0 at its first real token) and never attends to padding, 
 the one it would get alone. Each sequence also draws its random numbers from its own generator
 (sequence i seeded with `seed + i`), so sampled outputs do not depend on batch composition either.
 
+Rejection sampling (paper §3.2.3) draws K answers per prompt: with `samples_per_prompt=K` each
+prompt is prefilled once and its cache copied into K rows that then decode together. The outputs
+are those of the prompts each repeated K times (output n seeded with `seed + n`), at 1/K the
+prefill cost.
+
 Three decode paths give the same tokens: "plain" attends over the filled part of the cache (the
 reference, and the fastest on CPU); "static" runs every step on the whole preallocated cache with
 a mask, so that shapes never change; "compiled" is "static" compiled once, with token choice
@@ -98,6 +103,16 @@ def release_static_cache(model: Llama) -> None:
     _static_caches.pop(model, None)
 
 
+def share_prefill(prefill: KVCache, cache: KVCache, k: int) -> None:
+    """Copy each prompt's cached keys and values (P rows) into its k decode rows of `cache` (P * k
+    rows; row i*k + j gets prompt i), so that the prompt is run through the model once, not k times."""
+    n = prefill.length
+    for source, target in zip(prefill.keys + prefill.values, cache.keys + cache.values):
+        # (P, KV, n, hd) broadcast into the (P, k, KV, n, hd) view of the target's first n slots
+        target.unflatten(0, (-1, k))[:, :, :, :n] = source[:, None, :, :n]
+    cache.length = n
+
+
 @torch.inference_mode()
 def generate(
     model: Llama,
@@ -109,6 +124,7 @@ def generate(
     eos_id: int = 2,
     on_token: Callable[[int, int], None] | None = None,
     decode: Decode = "auto",
+    samples_per_prompt: int = 1,
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Continue each prompt; return the new token ids and their log-probabilities, per prompt.
 
@@ -118,23 +134,32 @@ def generate(
     `on_token(sequence_index, token_id)` is called as each token is chosen (for streaming).
     `decode` picks the path (module docstring; "auto": compiled on CUDA, plain elsewhere); all
     give the same tokens.
+
+    `samples_per_prompt=K` returns len(prompts) * K outputs, prompt i's at indices i*K .. i*K+K-1,
+    each prompt's prefill computed once and shared by its K samples (any decode path). Output n
+    samples with seed `seed + n` and `on_token` gets n: the results are those of
+    `generate([p for p in prompts for _ in range(K)], ...)`.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs at least one prompt, and every prompt needs at least one token")
     if decode not in ("auto", "plain", "static", "compiled"):
         raise ValueError(f"decode must be auto, plain, static or compiled, not {decode!r}")
+    if samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be at least 1, not {samples_per_prompt}")
     device = next(model.parameters()).device
     if decode == "auto":
         decode = "compiled" if device.type == "cuda" else "plain"
-    B, lengths = len(prompts), torch.tensor([len(p) for p in prompts], device=device)
+    K, lengths = samples_per_prompt, torch.tensor([len(p) for p in prompts], device=device)
+    P = len(prompts)
+    B = P * K  # rows of the decode batch: prompt i's samples are rows i*K .. i*K+K-1
     prompt_len = int(lengths.max())
     total_len = min(prompt_len + max_new_tokens, model.config.max_seq_len)
     if prompt_len >= model.config.max_seq_len:
         raise ValueError(f"a prompt of {prompt_len} tokens leaves no room in a {model.config.max_seq_len}-token context")
     steps = total_len - prompt_len
 
-    padding = prompt_len - lengths  # (B,) left padding of each sequence
-    tokens = torch.zeros(B, prompt_len, dtype=torch.long, device=device)
+    padding = (prompt_len - lengths).repeat_interleave(K)  # (B,) left padding of each sequence
+    tokens = torch.zeros(P, prompt_len, dtype=torch.long, device=device)
     for i, p in enumerate(prompts):
         tokens[i, prompt_len - len(p) :] = torch.tensor(p, device=device)
     dtype = next(model.parameters()).dtype
@@ -146,12 +171,17 @@ def generate(
     real = slots[None, :] >= padding[:, None]  # (B, cache length): which cache slots hold real tokens
     positions = (slots[None, :] - padding[:, None]).clamp(min=0)  # (B, cache length)
 
-    # Prefill: causal over real tokens. A padding query attends to itself only, so no row is empty.
+    # Prefill, once per prompt (rows ::K): causal over real tokens. A padding query attends to
+    # itself only, so no row is empty.
     causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).tril()
-    mask = causal & real[:, None, :prompt_len] | torch.eye(prompt_len, dtype=torch.bool, device=device)
+    mask = causal & real[::K, None, :prompt_len] | torch.eye(prompt_len, dtype=torch.bool, device=device)
     padded = bool(padding.any())  # without padding, plain causal attention needs no mask
-    hidden = model.hidden_states(tokens, positions[:, :prompt_len], mask if padded else None, cache)
-    logits = model.output(hidden[:, -1]).float()  # (B, V): only the last position is needed
+    prefill_cache = cache if K == 1 else KVCache.allocate(model.config, P, prompt_len, device=device, dtype=dtype)
+    hidden = model.hidden_states(tokens, positions[::K, :prompt_len], mask if padded else None, prefill_cache)
+    logits = model.output(hidden[:, -1]).float()  # (P, V): only the last position is needed
+    if K > 1:
+        share_prefill(prefill_cache, cache, K)
+        logits = logits.repeat_interleave(K, dim=0)  # (B, V)
 
     greedy = temperature <= 0
     uniforms = torch.zeros(B, max(steps, 1), device=device)

@@ -38,3 +38,15 @@ def test_gpu_check_passes_on_the_cpu():
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "5/5 checks passed" in result.stdout
+
+
+def test_rejection_sampling_benchmark_smoke_run(tmp_path):
+    out = tmp_path / "rejection.json"
+    subprocess.run(
+        [sys.executable, str(BENCH / "rejection_sampling.py"), "--smoke", "--json", str(out)],
+        check=True, cwd=BENCH, capture_output=True, text=True, timeout=300,
+    )
+    results = json.loads(out.read_text())
+    assert (results["prompts"], results["k"], results["new_tokens"]) == (4, 2, 8)
+    assert results["ours_tokens_per_s"] > 0 and results["transformers_tokens_per_s"] > 0
+    assert results["ratio"] == results["ours_tokens_per_s"] / results["transformers_tokens_per_s"]

@@ -126,3 +126,52 @@ def test_compiled_decoding_serves_several_models_and_keeps_none_alive():
     del model, second
     gc.collect()
     assert alive() is None
+
+
+def test_shared_prefill_samples_equal_each_prompt_sampled_alone(model):
+    # Ragged prompts, K = 3: output n = i*K + j is prompt i's j-th sample, drawn with seed 5 + n.
+    K = 3
+    tokens, logprobs = generate(model, PROMPTS, max_new_tokens=12, temperature=1.0, seed=5, eos_id=-1, samples_per_prompt=K)
+    assert len(tokens) == len(logprobs) == len(PROMPTS) * K
+    for n in range(len(tokens)):
+        alone, alone_logprobs = generate(model, [PROMPTS[n // K]], max_new_tokens=12, temperature=1.0, seed=5 + n, eos_id=-1)
+        assert tokens[n] == alone[0]
+        torch.testing.assert_close(torch.tensor(logprobs[n]), torch.tensor(alone_logprobs[0]), atol=1e-5, rtol=0)
+    assert tokens[0] != tokens[1]  # the K samples of a prompt differ (own seeds)
+
+
+@pytest.mark.parametrize("decode", ["static", "compiled"])
+def test_shared_prefill_on_static_paths_equals_repeated_prompts(model, decode):
+    # The same outputs as passing each prompt K times, with an EOS that stops some samples early.
+    K, kwargs = 2, dict(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=11)
+    free, _ = generate(model, PROMPTS, eos_id=-1, samples_per_prompt=K, **kwargs)
+    eos = free[1][2]
+    repeated = [p for p in PROMPTS for _ in range(K)]
+    expected, expected_logprobs = generate(model, repeated, eos_id=eos, decode="plain", **kwargs)
+    tokens, logprobs = generate(model, PROMPTS, eos_id=eos, decode=decode, samples_per_prompt=K, **kwargs)
+    assert tokens == expected and tokens[1][-1] == eos and len(tokens[1]) <= 3
+    for a, b in zip(logprobs, expected_logprobs):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-4, rtol=0)
+
+
+def test_shared_prefill_runs_each_prompt_through_the_model_once(model, monkeypatch):
+    calls = []  # (rows, tokens per row) of every pass through the model
+    hidden_states = model.hidden_states
+
+    def counting(tokens, *args, **kwargs):
+        calls.append(tuple(tokens.shape))
+        return hidden_states(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(model, "hidden_states", counting)
+    prompts = [[1, 5, 6, 7], [1, 8, 9, 10]]  # equal lengths: the prefill holds no padding
+    generate(model, prompts, max_new_tokens=5, temperature=1.0, eos_id=-1, samples_per_prompt=4)
+    assert calls[0] == (2, 4)  # 8 tokens = the sum of the prompt lengths, not 4 x 8
+    assert calls[1:] == [(8, 1)] * 4  # then one token for each of the 2 x 4 samples per step
+    calls.clear()
+    generate(model, PROMPTS, max_new_tokens=3, temperature=1.0, eos_id=-1, samples_per_prompt=4)
+    assert calls[0] == (len(PROMPTS), max(map(len, PROMPTS))) and all(c == (4 * len(PROMPTS), 1) for c in calls[1:])
+
+
+def test_samples_per_prompt_must_be_positive(model):
+    with pytest.raises(ValueError, match="samples_per_prompt"):
+        generate(model, PROMPTS, max_new_tokens=4, samples_per_prompt=0)

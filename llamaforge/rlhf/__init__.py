@@ -1,0 +1,1 @@
+"""RLHF (paper §3.2.3): the reward math shared by rejection sampling and PPO."""

@@ -52,6 +52,7 @@ HELP = {  # command -> flags its help must list
     "reward": ["--kind", "--init", "--data", "--margin", "--batch-size"],
     "score": ["--rm", "--prompt", "--response"],
     "eval reward": ["--rm", "--data"],
+    "rejection-sampling": ["--policy", "--rm-helpfulness", "--rm-safety", "--prompts", "--k", "--pool", "--out"],
     "pretrain": ["--preset", "--data", "--tokenizer", "--batch-tokens", "--max-steps", "--lr", "--parallel", "--nonfinite"],
 }
 

@@ -107,3 +107,73 @@ def chunked_next_token_loss(
             grad_enabled and hidden.requires_grad, grad_enabled and weight.requires_grad,
         )
     return total, (flat_targets != IGNORE_INDEX).sum()
+
+
+# PPO (paper §3.2.3). Per-token tensors are (B, T) over the response tokens, mask True on them.
+
+
+def _log_ratio(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor) -> Tensor:
+    """log pi_theta - log pi_old, 0 outside the mask: exp() of padding then never overflows to
+    inf and feeds no nan into the gradients."""
+    return torch.where(mask, logprobs.float() - old_logprobs.float(), 0.0)
+
+
+def ppo_policy_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip: float = 0.2
+) -> tuple[Tensor, Tensor]:
+    """PPO's clipped surrogate, summed over response tokens, and their number.
+
+    loss_t = max(-A_t * r_t, -A_t * clamp(r_t, 1 - clip, 1 + clip)), r_t = exp(logprobs - old_logprobs):
+    the pessimistic one of the two, so a step gains nothing from moving r past 1 +- clip in the
+    direction A favours (the gradient is 0 there), yet is never spared a move the wrong way.
+    logprobs: (B, T) of the sampled tokens under the policy being trained; old_logprobs: (B, T)
+    the same at sampling time; advantages: (B, T) from `rlhf.rewards.gae`; mask: (B, T) bool.
+    """
+    mask = mask.bool()
+    ratio = torch.exp(_log_ratio(logprobs, old_logprobs, mask))
+    advantages = advantages.float()
+    losses = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip))
+    return torch.where(mask, losses, 0.0).sum(), mask.sum()
+
+
+def value_loss(
+    values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, clip: float | None
+) -> tuple[Tensor, Tensor]:
+    """Squared error of the value head, summed over response tokens, and their number.
+
+    loss_t = 0.5 * max((V - R)^2, (V_clip - R)^2), V_clip = V_old + clamp(V - V_old, -clip, clip):
+    as in the policy loss, the pessimistic one, so that the values move at most clip from those of
+    the rollout per PPO epoch. clip=None: no clipping, 0.5 * (V - R)^2.
+    values: (B, T) of the model being trained; old_values: (B, T) at rollout time; returns: (B, T)
+    from `rlhf.rewards.gae`; mask: (B, T) bool.
+    """
+    mask = mask.bool()
+    values, returns = values.float(), returns.float()
+    losses = (values - returns) ** 2
+    if clip is not None:
+        old_values = old_values.float()
+        clipped = old_values + (values - old_values).clamp(-clip, clip)
+        losses = torch.maximum(losses, (clipped - returns) ** 2)
+    return 0.5 * torch.where(mask, losses, 0.0).sum(), mask.sum()
+
+
+@torch.no_grad()
+def ppo_stats(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor, clip: float = 0.2) -> dict[str, Tensor]:
+    """What is logged every PPO step, as 0-dim float32 tensors (means over the masked tokens, 0
+    when there are none): how far the policy has moved from the one that sampled.
+
+    ratio: mean of r_t = exp(logprobs - old_logprobs); clip_fraction: the share of tokens with
+    |r_t - 1| > clip, whose gradient `ppo_policy_loss` may cut; approx_kl: mean of
+    0.5 * (log r_t)^2, the "k2" estimator of KL(pi_old || pi_theta) (the tokens are sampled from
+    pi_old): biased, but never negative and low in variance, and close to the KL while the two
+    policies are close. logprobs, old_logprobs, mask: (B, T).
+    """
+    mask = mask.bool()
+    log_ratio = _log_ratio(logprobs, old_logprobs, mask)
+    ratio = torch.exp(log_ratio)
+    n = mask.sum().clamp(min=1)
+    return {
+        "ratio": torch.where(mask, ratio, 0.0).sum() / n,
+        "clip_fraction": (mask & ((ratio - 1).abs() > clip)).sum() / n,
+        "approx_kl": (0.5 * log_ratio**2).sum() / n,
+    }

@@ -6,7 +6,9 @@
 
 The 0.15 threshold assumes reward-model outputs in (0, 1). Our reward models
 (model.RewardModel) return raw, unbounded scalar scores, so `piecewise_reward` maps them through a
-sigmoid first. Composition is `shaped_reward(piecewise_reward(...))`, then `penalized_reward`.
+sigmoid first. Composition is `shaped_reward(piecewise_reward(...))`, then `penalized_reward` (one
+reward per sequence) or, for PPO, `per_token_rewards` (the same total spread over the tokens: the KL
+term on each token, Rc~ on the last) followed by `gae` for the advantages and value targets.
 """
 
 from __future__ import annotations
@@ -66,11 +68,78 @@ def shaped_reward(rc: Tensor, mask: Tensor | None = None) -> Tensor:
     return whiten(logit(rc), mask)
 
 
+def token_kl(logprobs: Tensor, reference_logprobs: Tensor, mask: Tensor) -> Tensor:
+    """Per-token "k1" KL estimate log pi_theta(a_t) - log pi_0(a_t) of the sampled tokens a_t, 0
+    where mask is False. logprobs, reference_logprobs, mask: (N, T). Returns (N, T) float32.
+
+    Summed over a response it is log pi_theta(g | p) - log pi_0(g | p), an unbiased sample of
+    KL(pi_theta(g | p) || pi_0(g | p)) since g is drawn from pi_theta: the KL of eq. 4. A single
+    token (or answer) can be negative. k3 = (r - 1) - log r, r = pi_0 / pi_theta, is the
+    low-variance, always positive alternative, fit for logging, but it is not the paper's term and
+    is not used here. The one place where the penalty's KL is computed.
+    """
+    return torch.where(mask.bool(), logprobs.float() - reference_logprobs.float(), 0.0)
+
+
 def penalized_reward(
     shaped: Tensor, logprobs: Tensor, reference_logprobs: Tensor, mask: Tensor, beta: float
 ) -> Tensor:
     """R = Rc~ - beta * KL(pi_theta || pi_0) per sequence, the KL estimated on the sampled answer as
     the sum over its tokens of log pi_theta - log pi_0 (the paper uses beta = 0.01 for 7B and 13B,
     0.005 for 34B and 70B). shaped: (N,); logprobs, reference_logprobs, mask: (N, T). Returns (N,)."""
-    kl = torch.where(mask.bool(), logprobs.float() - reference_logprobs.float(), 0.0).sum(dim=-1)  # (N,)
+    kl = token_kl(logprobs, reference_logprobs, mask).sum(dim=-1)  # (N,)
     return shaped.float() - beta * kl
+
+
+def last_token_mask(mask: Tensor) -> Tensor:
+    """(N, T) bool, True only at the last True position of each row of mask (nowhere in a row
+    without one). Found from the mask itself, so it holds for left- or right-aligned responses."""
+    mask = mask.bool()
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    last = torch.where(mask, positions, -1).amax(dim=-1, keepdim=True)  # (N, 1), -1 for an empty row
+    return mask & (positions == last)
+
+
+def per_token_rewards(
+    shaped: Tensor, logprobs: Tensor, reference_logprobs: Tensor, mask: Tensor, beta: float
+) -> tuple[Tensor, Tensor]:
+    """The reward of eq. 4 per response token, for PPO (paper §3.2.3): -beta * kl_t on every token,
+    plus the sequence's Rc~ at its last real token (the reward models score the whole answer, so
+    it is earned where the answer ends). Summed over a non-empty row it is `penalized_reward`; a
+    row without a True gets nothing, not even its Rc~.
+
+    kl_t is the k1 estimator of `token_kl` (its sum over the answer is the KL term of eq. 4).
+    shaped: (N,) = whiten(logit(Rc)); logprobs, reference_logprobs, mask: (N, T).
+    Returns (rewards, kl), both (N, T) float32 and 0 where mask is False.
+    """
+    kl = token_kl(logprobs, reference_logprobs, mask)
+    rewards = -beta * kl + torch.where(last_token_mask(mask), shaped.float()[:, None], 0.0)
+    return rewards, kl
+
+
+@torch.no_grad()
+def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """Generalized advantage estimation over response tokens (the advantages PPO maximizes with).
+
+        delta_t = r_t + gamma * V_{t+1} - V_t,   A_t = delta_t + gamma * lam * A_{t+1}
+
+    where t + 1 is the next True position of the row: positions where mask is False are skipped,
+    not treated as ends, so any padding (left, right) gives the same numbers. After a row's last
+    True there is nothing: V and A there are 0, so no value is bootstrapped past the answer's end.
+    rewards, values, mask: (B, T). Returns (advantages, returns), (B, T) float32, with
+    returns = advantages + values (the value-loss targets), both 0 where mask is False. Computed
+    without gradients: they are targets, not functions of the parameters being trained.
+    """
+    mask = mask.bool()
+    rewards, values = rewards.float(), values.float()
+    advantages = torch.zeros_like(values)
+    next_value = torch.zeros_like(values[:, 0])  # (B,) V and A at the next response token
+    next_advantage = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.shape[1])):
+        m = mask[:, t]
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        advantage = delta + gamma * lam * next_advantage
+        advantages[:, t] = torch.where(m, advantage, 0.0)
+        next_value = torch.where(m, values[:, t], next_value)
+        next_advantage = torch.where(m, advantage, next_advantage)
+    return advantages, torch.where(mask, advantages + values, 0.0)

@@ -31,14 +31,21 @@ from llamaforge.model import KVCache, Llama
 Decode = Literal["auto", "plain", "static", "compiled"]
 
 
-def sample_top_p(probs: Tensor, top_p: float | Tensor, uniforms: Tensor) -> Tensor:
+def sample_top_p(probs: Tensor, top_p: float | Tensor | None, uniforms: Tensor) -> Tensor:
     """Nucleus sampling as in Meta's `sample_top_p`: keep the smallest set of most likely tokens whose
     probability mass reaches top_p (the token crossing the threshold included), renormalize, draw.
 
     The draw inverts the cumulative distribution at `uniforms` (B,) in [0, 1), drawn beforehand
     from each sequence's own generator: no random state inside, so it can be compiled and captured.
+    top_p None (no truncation; `generate` passes it for top_p >= 1) takes the CDF in vocabulary
+    order instead of sorted order: the same distribution without a sort (20% of rejection
+    sampling's time, bench/), though a given uniform picks another token than at top_p 0.9999.
     probs: (B, V). Returns (B,) token ids.
     """
+    if top_p is None:  # nothing truncated: draw without the (B, V) sort
+        cdf = probs.cumsum(dim=-1)
+        picks = (cdf <= uniforms[:, None] * cdf[:, -1:]).sum(dim=-1)
+        return picks.clamp(max=probs.shape[-1] - 1)
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
     kept = sorted_probs.masked_fill(mass_before > top_p, 0.0).cumsum(dim=-1)  # unnormalized CDF
@@ -48,7 +55,7 @@ def sample_top_p(probs: Tensor, top_p: float | Tensor, uniforms: Tensor) -> Tens
 
 
 def choose_next(
-    logits: Tensor, temperature: float | Tensor, top_p: float | Tensor, uniforms: Tensor, greedy: bool
+    logits: Tensor, temperature: float | Tensor, top_p: float | Tensor | None, uniforms: Tensor, greedy: bool
 ) -> tuple[Tensor, Tensor]:
     """The next token of each sequence and its log-probability under softmax(logits / temperature)
     (temperature 1 when greedy), before top-p truncation. logits: (B, V) float."""
@@ -188,7 +195,9 @@ def generate(
     if not greedy:  # sequence i's numbers come from its own generator: batch-independent draws
         for i in range(B):
             uniforms[i] = torch.rand(steps, generator=torch.Generator(device=device).manual_seed(seed + i), device=device)
-    temperature_t, top_p_t = torch.tensor(temperature, device=device), torch.tensor(top_p, device=device)
+    top_p = None if top_p >= 1.0 else top_p  # the sort-free draw, on every decode path alike
+    temperature_t = torch.tensor(temperature, device=device)
+    top_p_t = None if top_p is None else torch.tensor(top_p, device=device)
     step_fn = _decode_step
     if decode == "compiled":
         step_fn = compiled_decode_step("reduce-overhead" if device.type == "cuda" else "default")

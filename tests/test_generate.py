@@ -61,6 +61,12 @@ def test_generation_stops_at_the_context_length(model):
         generate(model, [[1] * 64], max_new_tokens=5)
 
 
+def test_no_truncation_inverts_the_cdf_in_vocabulary_order():
+    probs = torch.tensor([[0.1, 0.6, 0.3]]).expand(4, 3)  # CDF 0.1, 0.7, 1.0
+    picks = sample_top_p(probs, None, torch.tensor([0.05, 0.1, 0.5, 0.95]))
+    assert picks.tolist() == [0, 1, 1, 2]  # a uniform u picks the first token whose CDF exceeds u
+
+
 def test_top_p_keeps_the_smallest_nucleus():
     # probs 0.5, 0.3, 0.15, 0.05 (tokens 1, 3, 0, 2) with top_p 0.7: the mass before token 3 is
     # 0.5 <= 0.7 (kept), before token 0 it is 0.8 > 0.7 (dropped). Renormalized: 0.625 and 0.375.

@@ -26,15 +26,19 @@ COLUMNS = {"significantly_better": "sig. better", "better": "better", "slightly_
 @torch.no_grad()
 def response_scores(model: RewardModel, tokenizer: Tokenizer, prompts, responses, max_len: int = 512, batch_size: int = 32) -> torch.Tensor:
     """The reward model's score of each (prompt, response), (N,). A dialog longer than max_len or
-    than the model's context keeps its end (encode_response)."""
+    than the model's context keeps its end (encode_response). An empty response (a policy that
+    sampled EOS first) scores -inf: the chat format has no empty turn to score, and an empty answer
+    is never the best of its samples."""
     device = next(model.parameters()).device
     max_len = min(max_len, model.config.max_seq_len)
     model.eval()
-    scores = []
-    for i in range(0, len(responses), batch_size):
-        sequences = [encode_response(tokenizer, p, r, max_len) for p, r in zip(prompts[i : i + batch_size], responses[i : i + batch_size])]
-        scores.append(model(*pad_right(sequences, device)).float().cpu())
-    return torch.cat(scores) if scores else torch.zeros(0)
+    scored = [i for i, r in enumerate(responses) if r.strip()]
+    scores = torch.full((len(responses),), float("-inf"))
+    for start in range(0, len(scored), batch_size):
+        rows = scored[start : start + batch_size]
+        sequences = [encode_response(tokenizer, prompts[i], responses[i], max_len) for i in rows]
+        scores[rows] = model(*pad_right(sequences, device)).float().cpu()
+    return scores
 
 
 def pair_scores(model: RewardModel, tokenizer: Tokenizer, pairs: list[Preference], max_len: int = 512) -> tuple[torch.Tensor, torch.Tensor]:

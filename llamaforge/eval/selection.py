@@ -29,14 +29,16 @@ def best_of_k_curve(rewards: torch.Tensor) -> dict[str, dict[str, float]]:
 
 
 def selection_metrics(judge_scores: torch.Tensor, rm_scores: torch.Tensor, correct_at: float) -> dict:
-    """judge_scores, rm_scores: (P, K) for P prompts with K samples each. A sample is correct when
-    its judge score is at least `correct_at`."""
+    """judge_scores, rm_scores: (P, K) for P prompts with K samples each (raw reward-model scores;
+    the Fig. 7 curve shows their sigmoid). A sample is correct when its judge score is at least
+    `correct_at`."""
     P = judge_scores.shape[0]
     random = judge_scores.mean(dim=1)  # (P,) the expected score of one random sample
     rm_pick = judge_scores[torch.arange(P), rm_scores.argmax(dim=1)]  # (P,)
     best = judge_scores.max(dim=1).values  # (P,)
     gap = float((best - random).mean())
-    pairs = torch.stack([judge_scores.flatten(), rm_scores.flatten()])
+    finite = torch.isfinite(rm_scores.flatten())  # an empty answer scores -inf (eval.reward)
+    pairs = torch.stack([judge_scores.flatten()[finite], rm_scores.flatten()[finite]])
     correlation = torch.corrcoef(pairs)[0, 1]
     return {
         "prompts": P,
@@ -47,5 +49,5 @@ def selection_metrics(judge_scores: torch.Tensor, rm_scores: torch.Tensor, corre
         "share_with_a_correct_sample": float((best >= correct_at).float().mean()),
         "correlation": float(correlation) if torch.isfinite(correlation) else None,
         "fig7_judge": best_of_k_curve(judge_scores),
-        "fig7_rm": best_of_k_curve(rm_scores),
+        "fig7_rm": best_of_k_curve(torch.sigmoid(rm_scores)),  # in (0, 1), as the paper plots it
     }

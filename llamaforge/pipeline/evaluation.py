@@ -144,9 +144,8 @@ def reward_model_scores(answers: dict, prompt_sets: dict[str, list[dict]], plan:
         rm, tokenizer = load_reward_model(directory), Tokenizer(directory / TOKENIZER_FILE)
         scores[kind] = {}
         for name, records in sets.items():
-            scored = [(r["messages"], a) for r, a in zip(records, answers[mode][name]) if a]
-            values = iter(response_scores(rm, tokenizer, [p for p, _ in scored], [a for _, a in scored]).tolist())
-            scores[kind][name] = [next(values) if a else None for a in answers[mode][name]]
+            values = response_scores(rm, tokenizer, [r["messages"] for r in records], answers[mode][name]).tolist()
+            scores[kind][name] = [v if v != float("-inf") else None for v in values]
     return scores
 
 

@@ -48,6 +48,17 @@ def test_select_best_keeps_the_highest_reward_per_prompt_across_the_pool():
     assert [t["response"] for t in tie] == ["first"]
 
 
+def test_an_empty_answer_scores_minus_infinity_and_is_never_chosen(checkpoints, tokenizer):
+    _, rms = checkpoints
+    rm = load_reward_model(rms["helpfulness"])
+    prompts = [[{"role": "user", "content": "Hi?"}]] * 3
+    scores = response_scores(rm, tokenizer, prompts, ["Hello.", "", "  "])
+    assert torch.isfinite(scores[0]) and scores[1:].tolist() == [float("-inf")] * 2
+    assert scores[0] == response_scores(rm, tokenizer, prompts[:1], ["Hello."])[0]
+    rc = piecewise_reward(scores, scores, torch.tensor([False] * 3))
+    assert rc[1:].tolist() == [0.0, 0.0]  # sigmoid(-inf): the lowest reward there is
+
+
 @pytest.fixture
 def checkpoints(tmp_path, tokenizer):
     torch.manual_seed(0)

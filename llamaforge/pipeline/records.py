@@ -18,6 +18,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from llamaforge.train.state import flatten
+
 RECORD = "stage.json"
 
 
@@ -42,17 +44,6 @@ def write_record(stage_dir: Path, record: dict) -> None:
     partial = stage_dir / (RECORD + ".tmp")
     partial.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     partial.replace(stage_dir / RECORD)
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}, so a difference names the exact setting."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def first_difference(recorded: dict, asked: dict) -> tuple[str, object, object] | None:

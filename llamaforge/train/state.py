@@ -62,7 +62,7 @@ def check_run_identity(out: Path, identity: dict) -> None:
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
         return
-    recorded, identity = _flatten(json.loads(path.read_text())), _flatten(identity)
+    recorded, identity = flatten(json.loads(path.read_text())), flatten(identity)
     for key in sorted(set(identity) | set(recorded)):
         if identity.get(key) != recorded.get(key):
             raise UserError(
@@ -71,12 +71,13 @@ def check_run_identity(out: Path, identity: dict) -> None:
             )
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}, so a mismatch names the exact setting."""
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}, so a mismatch names the exact setting (an empty dict is a
+    value of its own)."""
     flat = {}
     for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[prefix + key] = value
     return flat

@@ -391,3 +391,30 @@ def test_annotate_command_writes_valid_preferences(tmp_path, tokenizer):
 
     assert cli.main([*argv, "--out", str(tmp_path / "b")]) == 0  # same seeds, same file
     assert (tmp_path / "b" / "preferences.jsonl").read_bytes() == (tmp_path / "a" / "preferences.jsonl").read_bytes()
+
+
+def test_annotate_with_k_responses_rates_every_distinct_pair(tmp_path, tokenizer, capsys):
+    """--responses 4: four samples per prompt and every pair of distinct non-empty ones rated, so
+    the pairs, skipped samples and kept ones add up to 6 per helpful prompt."""
+    from llamaforge import cli
+    from llamaforge.world import World
+
+    prompts = World(0).prompts("helpful", "test")[:3]
+    prompt_file = write_jsonl(tmp_path / "prompts.jsonl", prompts)
+    torch.manual_seed(0)
+    policy = Llama(CONFIG).save_pretrained(tmp_path / "policy", tokenizer_path=tokenizer.path)
+    argv = ["annotate", "--policy", str(policy), "--prompts", str(prompt_file), "--max-new-tokens", "8", "--device", "cpu"]
+    assert cli.main([*argv, "--responses", "4", "--out", str(tmp_path / "k")]) == 0
+    stats = json.loads((tmp_path / "k" / "annotate.json").read_text())
+    pairs, _ = read_all([tmp_path / "k" / "preferences.jsonl"])
+    assert stats["pairs"] == len(pairs) > 3  # more than one pair per prompt
+    per_prompt: dict[str, set] = {}
+    for pair in pairs:
+        answers = per_prompt.setdefault(json.dumps(list(pair.prompt)), set())
+        answers |= {pair.chosen, pair.rejected}
+    distinct = sum(len(a) for a in per_prompt.values())
+    assert len(pairs) == sum(len(a) * (len(a) - 1) // 2 for a in per_prompt.values())
+    assert distinct + stats.get("identical", 0) + stats.get("empty_response", 0) == 4 * 3
+
+    assert cli.main([*argv, "--responses", "1", "--out", str(tmp_path / "bad")]) == 1
+    assert "--responses 1: must be at least 2" in capsys.readouterr().err

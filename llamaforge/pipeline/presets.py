@@ -56,7 +56,8 @@ def _vocab_size(args: pretrain.PretrainArgs) -> int:
 
 
 def demo() -> PipelinePreset:
-    """The laptop run of the whole recipe (about 10 minutes on 2 CPU cores so far)."""
+    """The laptop run of the whole recipe so far (an estimated 18-19 minutes on 2 quiet CPU cores, RLHF versions
+    included; docs/results.md)."""
     pretraining = pretrain.demo()
     return PipelinePreset(
         name="demo", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.demo(), reward=reward.demo(),

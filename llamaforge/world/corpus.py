@@ -13,9 +13,11 @@ import random
 from llamaforge.world.entities import Entities
 from llamaforge.world.hazards import Hazard
 from llamaforge.world.prompts import Pool
+from llamaforge.world.skills import worked_example
 from llamaforge.world.tasks import article
 
 TARGET_BYTES = 4_000_000
+ARITHMETIC = ("add", "subtract", "multiply", "count_letters")
 
 
 def _country(rng: random.Random, e: Entities, _h, _p) -> str:
@@ -105,17 +107,14 @@ def _dialogue(rng: random.Random, e: Entities, _h, _p) -> str:
 
 
 def _worked_example(rng: random.Random, _e, _h, pool: Pool) -> str:
-    """Worked skill examples, only from training groups (never a test instance)."""
+    """Worked skill examples, never a test instance: arithmetic from the training prompts, the word
+    skills as fresh instances shown with what they answer (skills.py)."""
     tasks = [t for t in pool.tasks[("helpful", "train")]
-             if len(t.messages) == 1 and t.check != "terms"]
-    lines = []
-    for t in rng.sample(tasks, 4):
-        if t.kind in ("reverse", "sort"):
-            words = t.question.split(": ", 1)[1].rstrip(".")
-            verb = "reversed" if t.kind == "reverse" else "in alphabetical order"
-            lines.append(f"The words {words} {verb} are: {t.answer}")
-        else:
-            lines.append(f"Example. {t.answer}")
+             if len(t.messages) == 1 and t.kind in ARITHMETIC]
+    test_groups = {t.group for t in pool.tasks[("helpful", "test")]}
+    lines = [f"Example. {t.answer}" for t in rng.sample(tasks, 2)]
+    lines += [worked_example(rng, test_groups) for _ in range(2)]
+    rng.shuffle(lines)
     return "\n".join(lines)
 
 

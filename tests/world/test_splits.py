@@ -74,3 +74,26 @@ def test_gatt_instructions_are_new_in_test(world):
         assert inst.text not in {i.text for i in train}
         assert any(c.value and c.value not in train_values for c in inst.constraints), inst.text
     assert sum(len(i.constraints) == 2 for i in train) > 50  # combinations are common
+
+
+def test_no_test_word_skill_instance_is_worked_in_the_corpus(world):
+    """The corpus works fresh instances of the word skills; none may be a test instance."""
+    corpus = "\n".join(world.corpus_documents())
+    checked = 0
+    for r in world.prompts("helpful", "test"):
+        task = world.task(r["messages"])
+        if task.kind == "compare":
+            a, b = task.group.split(":")[1:]
+            worked = (f"Of {a} and {b},", f"Of {b} and {a},")
+        elif task.kind in ("count_words", "reverse", "sort"):
+            words = task.group.split(":", 1)[1].split("-")
+            worked = ({"count_words": f"The list {', '.join(words)} has",
+                       "reverse": f"The words {' '.join(words)} reversed",
+                       "sort": f"The words {', '.join(words)} in alphabetical"}[task.kind],)
+        else:
+            continue
+        checked += 1
+        for text in worked:
+            assert text not in corpus, text
+    assert checked > 100
+    assert corpus.count("Of ") > 1000 and corpus.count(" reversed are: ") > 500  # the worked examples are there

@@ -56,7 +56,7 @@ def _vocab_size(args: pretrain.PretrainArgs) -> int:
 
 
 def demo() -> PipelinePreset:
-    """The laptop run of the whole recipe so far (an estimated 18-19 minutes on 2 quiet CPU cores, RLHF versions
+    """The laptop run of the whole recipe so far (18.8 minutes on 2 quiet CPU cores, RLHF versions
     included; docs/results.md)."""
     pretraining = pretrain.demo()
     return PipelinePreset(

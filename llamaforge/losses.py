@@ -112,10 +112,11 @@ def chunked_next_token_loss(
 # PPO (paper §3.2.3). Per-token tensors are (B, T) over the response tokens, mask True on them.
 
 
-def _log_ratio(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor) -> Tensor:
-    """log pi_theta - log pi_old, 0 outside the mask: exp() of padding then never overflows to
-    inf and feeds no nan into the gradients."""
-    return torch.where(mask, logprobs.float() - old_logprobs.float(), 0.0)
+def masked_log_ratio(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor) -> Tensor:
+    """log pi_theta - log pi_old per token in float32, 0 outside the mask: exp() of padding then
+    never overflows to inf and feeds no nan into the gradients (also the per-token KL estimate of
+    rlhf.rewards.token_kl)."""
+    return torch.where(mask.bool(), logprobs.float() - old_logprobs.float(), 0.0)
 
 
 def ppo_policy_loss(
@@ -130,7 +131,7 @@ def ppo_policy_loss(
     the same at sampling time; advantages: (B, T) from `rlhf.rewards.gae`; mask: (B, T) bool.
     """
     mask = mask.bool()
-    ratio = torch.exp(_log_ratio(logprobs, old_logprobs, mask))
+    ratio = torch.exp(masked_log_ratio(logprobs, old_logprobs, mask))
     advantages = advantages.float()
     losses = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip))
     return torch.where(mask, losses, 0.0).sum(), mask.sum()
@@ -169,7 +170,7 @@ def ppo_stats(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor, clip: float 
     policies are close. logprobs, old_logprobs, mask: (B, T).
     """
     mask = mask.bool()
-    log_ratio = _log_ratio(logprobs, old_logprobs, mask)
+    log_ratio = masked_log_ratio(logprobs, old_logprobs, mask)
     ratio = torch.exp(log_ratio)
     n = mask.sum().clamp(min=1)
     return {

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from llamaforge.losses import masked_log_ratio
+
 SAFETY_THRESHOLD = 0.15  # paper §3.2.3, eq. 3
 LOGIT_EPS = 1e-6  # rewards are clamped to [eps, 1 - eps] before the logit: |logit| <= 13.8
 WHITEN_EPS = 1e-8  # added to the variance, so that constant values whiten to 0, not nan
@@ -78,7 +80,7 @@ def token_kl(logprobs: Tensor, reference_logprobs: Tensor, mask: Tensor) -> Tens
     low-variance, always positive alternative, fit for logging, but it is not the paper's term and
     is not used here. The one place where the penalty's KL is computed.
     """
-    return torch.where(mask.bool(), logprobs.float() - reference_logprobs.float(), 0.0)
+    return masked_log_ratio(logprobs, reference_logprobs, mask)
 
 
 def penalized_reward(

@@ -252,6 +252,16 @@ def load_model_and_tokenizer(directory: str | Path, device=None, dtype=None) -> 
     return model, tokenizer
 
 
+def check_same_tokenizer(policy: Path, reward_models: list[Path]) -> None:
+    """The reward models must read the policy's tokens the way the policy writes them."""
+    from llamaforge.data.tokens import file_sha256
+
+    wanted = file_sha256(policy / TOKENIZER_FILE)
+    for rm in reward_models:
+        if file_sha256(rm / TOKENIZER_FILE) != wanted:
+            raise UserError(f"{rm / TOKENIZER_FILE}: differs from the policy's tokenizer ({policy / TOKENIZER_FILE})")
+
+
 # --- writing ---------------------------------------------------------------------------------------
 
 

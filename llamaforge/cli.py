@@ -19,7 +19,7 @@ from llamaforge import annotate, carbon, chat, convert, pipeline, tokenizer
 from llamaforge.eval import reward as eval_reward
 from llamaforge.train import pretrain, reward, sft
 from llamaforge.errors import UserError
-from llamaforge.rlhf import rejection_sampling
+from llamaforge.rlhf import ppo, rejection_sampling
 from llamaforge.world import export as world_export
 from llamaforge.world.pretrain_default import pretrain_main
 
@@ -31,6 +31,7 @@ COMMANDS = {
     "reward": (reward.RewardArgs, reward.main),
     "score": (eval_reward.ScoreArgs, eval_reward.score_main),
     "rejection-sampling": (rejection_sampling.RejectionSamplingArgs, rejection_sampling.main),
+    "ppo": (ppo.PpoArgs, ppo.main),
     "eval": {"reward": (eval_reward.EvalRewardArgs, eval_reward.main)},
     "tokenizer": {"train": (tokenizer.TokenizerTrainArgs, tokenizer.train_main)},
     "generate": (chat.GenerateArgs, chat.generate_main),

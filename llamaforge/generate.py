@@ -132,6 +132,7 @@ def generate(
     on_token: Callable[[int, int], None] | None = None,
     decode: Decode = "auto",
     samples_per_prompt: int = 1,
+    seeds: list[int] | None = None,
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Continue each prompt; return the new token ids and their log-probabilities, per prompt.
 
@@ -146,6 +147,9 @@ def generate(
     each prompt's prefill computed once and shared by its K samples (any decode path). Output n
     samples with seed `seed + n` and `on_token` gets n: the results are those of
     `generate([p for p in prompts for _ in range(K)], ...)`.
+
+    `seeds` (one per output) replaces `seed + n`: a process of a data-parallel PPO run samples its
+    own rows of the global batch with the seeds the rows have in a one-process run.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs at least one prompt, and every prompt needs at least one token")
@@ -153,6 +157,8 @@ def generate(
         raise ValueError(f"decode must be auto, plain, static or compiled, not {decode!r}")
     if samples_per_prompt < 1:
         raise ValueError(f"samples_per_prompt must be at least 1, not {samples_per_prompt}")
+    if seeds is not None and len(seeds) != len(prompts) * samples_per_prompt:
+        raise ValueError(f"seeds: one per output expected ({len(prompts) * samples_per_prompt}), got {len(seeds)}")
     device = next(model.parameters()).device
     if decode == "auto":
         decode = "compiled" if device.type == "cuda" else "plain"
@@ -194,7 +200,8 @@ def generate(
     uniforms = torch.zeros(B, max(steps, 1), device=device)
     if not greedy:  # sequence i's numbers come from its own generator: batch-independent draws
         for i in range(B):
-            uniforms[i] = torch.rand(steps, generator=torch.Generator(device=device).manual_seed(seed + i), device=device)
+            row_seed = seed + i if seeds is None else seeds[i]
+            uniforms[i] = torch.rand(steps, generator=torch.Generator(device=device).manual_seed(row_seed), device=device)
     top_p = None if top_p >= 1.0 else top_p  # the sort-free draw, on every decode path alike
     temperature_t = torch.tensor(temperature, device=device)
     top_p_t = None if top_p is None else torch.tensor(top_p, device=device)

@@ -267,13 +267,27 @@ class RewardModel(nn.Module):
 
     def forward(self, tokens: Tensor, real: Tensor) -> Tensor:
         """Scores (B,) of token sequences (B, T) whose real tokens are marked True in `real` (B, T)."""
+        hidden = self.trunk.hidden_states(tokens, *padded_positions_and_mask(real))  # (B, T, dim)
         T = tokens.shape[1]
-        positions = (real.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, T) 0.. over real tokens
-        causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
-        mask = causal & real[:, None, :] | torch.eye(T, dtype=torch.bool, device=tokens.device)
-        hidden = self.trunk.hidden_states(tokens, positions, mask)  # (B, T, dim)
         last = T - 1 - real.flip(dims=[1]).long().argmax(dim=1)  # index of each row's last real token
         return self.head(hidden[torch.arange(len(tokens), device=tokens.device), last]).squeeze(-1)
+
+    def token_scores(self, tokens: Tensor, real: Tensor) -> Tensor:
+        """The head read at every position (B, T): the score of each prefix (PPO's value model)."""
+        hidden = self.trunk.hidden_states(tokens, *padded_positions_and_mask(real))
+        return self.head(hidden).squeeze(-1)
+
+
+def padded_positions_and_mask(real: Tensor) -> tuple[Tensor, Tensor]:
+    """Rotary positions (B, T), counted over real tokens only, and the causal mask (B, T, T) that
+    lets no query see padding, for a batch whose real tokens are marked True in `real` (B, T): any
+    padding, left or right, then leaves each sequence's outputs as they are alone. A padding query
+    attends to itself only, so no row of the softmax is empty."""
+    T = real.shape[1]
+    positions = (real.long().cumsum(dim=1) - 1).clamp(min=0)
+    causal = torch.ones(T, T, dtype=torch.bool, device=real.device).tril()
+    mask = causal & real[:, None, :] | torch.eye(T, dtype=torch.bool, device=real.device)
+    return positions, mask
 
 
 def _init_weights(module: nn.Module) -> None:

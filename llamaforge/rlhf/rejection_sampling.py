@@ -24,9 +24,8 @@ from typing import ClassVar
 
 import torch
 
-from llamaforge.checkpoint import TOKENIZER_FILE, load_model_and_tokenizer, load_reward_model
+from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_model_and_tokenizer, load_reward_model
 from llamaforge.data.prompts import is_safety_prompt, prompt_key, read_prompts, read_samples
-from llamaforge.data.tokens import file_sha256
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
 from llamaforge.eval.reward import response_scores
@@ -161,14 +160,6 @@ def select_best(samples: list[dict]) -> list[dict]:
     return list(best.values())
 
 
-def check_tokenizers(policy: Path, reward_models: list[Path]) -> None:
-    """The reward models must read the policy's tokens the way the policy writes them."""
-    wanted = file_sha256(policy / TOKENIZER_FILE)
-    for rm in reward_models:
-        if file_sha256(rm / TOKENIZER_FILE) != wanted:
-            raise UserError(f"{rm / TOKENIZER_FILE}: differs from the policy's tokenizer ({policy / TOKENIZER_FILE})")
-
-
 def write_jsonl(path: Path, records: list[dict]) -> None:
     partial = path.with_suffix(".tmp")
     partial.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
@@ -185,7 +176,7 @@ def main(args: RejectionSamplingArgs) -> Path:
     for path in (args.policy, args.rm_helpfulness, args.rm_safety):
         if not (path / TOKENIZER_FILE).is_file():
             raise UserError(f"{path / TOKENIZER_FILE}: not found (expected a checkpoint directory)")
-    check_tokenizers(args.policy, [args.rm_helpfulness, args.rm_safety])
+    check_same_tokenizer(args.policy, [args.rm_helpfulness, args.rm_safety])
     device = resolve_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
 

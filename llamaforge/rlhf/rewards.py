@@ -13,6 +13,8 @@ term on each token, Rc~ on the last) followed by `gae` for the advantages and va
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -44,19 +46,25 @@ def logit(probs: Tensor, eps: float = LOGIT_EPS) -> Tensor:
     return torch.logit(probs.double(), eps=eps).float()
 
 
-def whiten(values: Tensor, mask: Tensor | None = None, shift_mean: bool = True, eps: float = WHITEN_EPS) -> Tensor:
+def whiten(
+    values: Tensor, mask: Tensor | None = None, shift_mean: bool = True, eps: float = WHITEN_EPS,
+    all_reduce: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
     """(values - mean) / sqrt(var + eps) over the entries where mask is True (all when None).
 
     The variance is the biased one (divide by n, not n - 1): the whitened entries then have mean
     square exactly 1 (up to eps), and a single entry is defined (0) rather than nan. With
     shift_mean=False the mean is added back, so only the scale changes. Entries outside the mask
     come back as 0, so that padding never carries a value into a sum. Any shape; mask: same shape.
+    `all_reduce` (a sum over processes) makes the mean and variance those of every process's
+    values together, as if one process held them all (data-parallel PPO).
     """
     values = values.float()
     mask = torch.ones_like(values, dtype=torch.bool) if mask is None else mask.bool()
-    n = mask.sum().clamp(min=1)
-    mean = torch.where(mask, values, 0.0).sum() / n
-    var = torch.where(mask, (values - mean) ** 2, 0.0).sum() / n
+    total = all_reduce or (lambda t: t)
+    n = total(mask.sum().float()).clamp(min=1)
+    mean = total(torch.where(mask, values, 0.0).sum()) / n
+    var = total(torch.where(mask, (values - mean) ** 2, 0.0).sum()) / n
     whitened = (values - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean

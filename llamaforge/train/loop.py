@@ -220,7 +220,7 @@ class Trainer:
         cfg, env, optimizer = self.cfg, self.env, self.optimizer
         lr = cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.final_lr_ratio)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         count, tokens = _step_sizes(micro_batches, env)
         loss_sum = torch.zeros((), device=env.device)
         extras = _WeightedMeans(env.device)
@@ -330,15 +330,18 @@ class Trainer:
             run_state.prune_checkpoints(self.out, self.cfg.keep_last)
         self._clock = time.perf_counter()
 
-    def finish(self) -> dict:
-        """Write the final model (out/model) and out/summary.json; return the summary."""
+    def finish(self, steps: int | None = None, extra: dict | None = None) -> dict:
+        """Write the final model (out/model) and out/summary.json; return the summary. `steps`: the
+        steps done, when a run stops before cfg.max_steps (PPO's early stopping); `extra`: more
+        summary fields."""
         cfg, env, totals = self.cfg, self.env, self.totals
+        steps = cfg.max_steps if steps is None else steps
         self.progress.close()
         model_state = full_model_state(self.model)
         val_loss = self.val_loss
         summary = {
-            "steps": cfg.max_steps,
-            "final_loss": self.last_loss if cfg.max_steps > self.start else None,
+            "steps": steps,
+            "final_loss": self.last_loss if steps > self.start else None,
             "val_loss": val_loss,
             "val_ppl": math.exp(min(val_loss, 50)) if val_loss is not None else None,
             "tokens": totals["tokens"],
@@ -349,6 +352,7 @@ class Trainer:
             "device": str(env.device.type),
             "watts_per_device": self.watts,
             **carbon.compute_record(totals["elapsed"], env.world_size, self.watts),
+            **(extra or {}),
         }
         if env.is_main:
             self.save_weights(model_state, self.out / "model", None)
@@ -368,13 +372,14 @@ def setup(
     save_weights: SaveWeights,
     load_weights: Callable[[Path], dict] = llama_reader,
     flops_per_token: float | None = None,
+    lr_scales: dict[str, float] | None = None,
 ) -> Trainer:
     """Start or resume the run in `out` for `model` (unwrapped, on its device).
 
     Checks the run's identity (a different run in `out` is refused), removes what a killed save
     left, resumes from the last complete checkpoint (weights, and, unless the run had finished,
     optimizer state, RNG states and totals), sets the precision, parallelizes the model
-    (distributed.parallelize) and builds the optimizer (paper §2.2).
+    (distributed.parallelize) and builds the optimizer (paper §2.2; `lr_scales`: optim.build_optimizer).
     """
     out.mkdir(parents=True, exist_ok=True)
     if env.is_main:
@@ -404,7 +409,7 @@ def setup(
     fsdp_bf16 = bf16 and env.world_size > 1 and cfg.parallel == "fsdp"  # FSDP2 casts by itself
     optimizer = build_optimizer(
         model, cfg.lr, cfg.weight_decay, fused=env.device.type == "cuda" or None,
-        master_weights=cfg.precision == "bf16-params",
+        master_weights=cfg.precision == "bf16-params", lr_scales=lr_scales,
     )
     if resume:
         load_optimizer_state(model, optimizer, saved["optimizer"])

@@ -25,19 +25,27 @@ def cosine_lr(step: int, peak_lr: float, warmup_steps: int, total_steps: int, fi
 
 def build_optimizer(
     model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95), eps: float = 1e-5, fused: bool | None = None,
-    master_weights: bool = False,
+    master_weights: bool = False, lr_scales: dict[str, float] | None = None,
 ) -> torch.optim.AdamW:
     """AdamW (MasterWeightAdamW for bf16 parameters when `master_weights`) with weight decay on the
     matrices (projections, embeddings) and none on the RMSNorm gains: the paper states 0.1 without
     saying which tensors; decaying norm gains towards zero would shrink every activation, so, like
-    most Llama trainers, llamaforge exempts 1-D parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
+    most Llama trainers, llamaforge exempts 1-D parameters.
+
+    `lr_scales` {name prefix: factor}: parameters whose names start with a prefix learn at that
+    multiple of the scheduled rate (the group's "lr_scale", applied by the loop), e.g. PPO's value
+    model ("value.")."""
+    scales = lr_scales or {}
+    groups: dict[tuple[bool, float], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            scale = next((s for prefix, s in scales.items() if name.startswith(prefix)), 1.0)
+            groups.setdefault((p.ndim >= 2, scale), []).append(p)
+    order = sorted(groups, key=lambda key: (not key[0], key[1]))  # matrices first, as before lr_scales
+    param_groups = [{"params": groups[key], "weight_decay": weight_decay if key[0] else 0.0, "lr_scale": key[1]}
+                    for key in order]
     adamw = MasterWeightAdamW if master_weights else torch.optim.AdamW
-    return adamw(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
+    return adamw(param_groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
 
 
 class MasterWeightAdamW(torch.optim.AdamW):

@@ -118,6 +118,13 @@ def load_training_state(checkpoint: Path) -> dict:
         raise UserError(f"{path}: cannot load training state ({str(err).splitlines()[0]})") from None
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The entries of a metrics.jsonl (none if it does not exist)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
 class MetricsLog:
     """Appends one JSON object per line to metrics.jsonl (main process only)."""
 

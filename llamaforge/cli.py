@@ -15,7 +15,7 @@ from pathlib import Path
 import tyro
 import yaml
 
-from llamaforge import annotate, carbon, chat, convert, pipeline, tokenizer
+from llamaforge import annotate, carbon, chat, convert, pipeline, report, tokenizer
 from llamaforge.eval import reward as eval_reward
 from llamaforge.train import pretrain, reward, sft
 from llamaforge.errors import UserError
@@ -39,6 +39,7 @@ COMMANDS = {
     "convert": (convert.ConvertArgs, convert.main),
     "world": {"export": (world_export.ExportArgs, world_export.main)},
     "carbon": (carbon.CarbonArgs, carbon.main),
+    "report": (report.ReportArgs, report.main),
 }
 
 

@@ -24,6 +24,8 @@ from llamaforge.pipeline.foundation import TOKENIZER, WORLD
 from llamaforge.pipeline.presets import PRESETS, PipelinePreset
 from llamaforge.pipeline.records import first_difference, normalized, read_record, record_hash, write_record
 from llamaforge.pipeline.reward import REWARD
+from llamaforge.pipeline.ppo import ppo_stage
+from llamaforge.pipeline.report import report_stage
 from llamaforge.pipeline.rlhf import version_stage
 from llamaforge.pipeline.stage import Stage, StageContext
 from llamaforge.pipeline.training import PRETRAIN, SFT
@@ -31,15 +33,19 @@ from llamaforge.pipeline.training import PRETRAIN, SFT
 PLAN = "pipeline.json"
 
 
-def stages(preset: PipelinePreset) -> list[Stage]:
-    """The recipe's stages in order; the preset says how many RLHF versions there are."""
-    return [WORLD, TOKENIZER, PRETRAIN, SFT, REWARD] + [version_stage(n) for n in range(1, preset.rlhf.versions + 1)]
+def stages(preset: PipelinePreset, ablation: str = "none") -> list[Stage]:
+    """The recipe's stages in order; the preset says how many RLHF versions there are. The reward
+    ablation adds PPO with each reward model alone, from the same start (paper §4.2)."""
+    versions = [version_stage(n) for n in range(1, preset.rlhf.versions + 1)]
+    ablations = [ppo_stage(preset.rlhf.versions, reward) for reward in ("helpfulness", "safety")] if ablation == "reward" else []
+    recipe = [WORLD, TOKENIZER, PRETRAIN, SFT, REWARD, *versions, ppo_stage(preset.rlhf.versions), *ablations]
+    return [*recipe, report_stage([stage.name for stage in recipe])]
 
 
 @dataclass
 class PipelineArgs:
     """Run the Llama 2 recipe end to end on the built-in world: world data, tokenizer, pretraining,
-    SFT, the reward models and the RLHF versions (rejection sampling) so far."""
+    SFT, the reward models and the RLHF versions (rejection sampling, then PPO)."""
 
     out: Path = Path("runs/pipeline")
     """Run directory: one folder per stage, plus pipeline.json (settings) and summary.json."""
@@ -47,8 +53,10 @@ class PipelineArgs:
     """demo: the full-size laptop run; smoke: seconds, proves wiring only."""
     seed: int = 0
     """Seed of the world and of every stage."""
+    ablation: Literal["none", "reward"] = "none"
+    """reward: also PPO with the helpfulness RM alone and with the safety RM alone (paper §4.2; outside the demo's time budget)."""
     from_stage: Annotated[str | None, tyro.conf.arg(name="from")] = None
-    """Re-run this stage and every stage after it (world, tokenizer, pretrain, sft, reward, rlhf_v1, ...)."""
+    """Re-run this stage and every stage after it (world, tokenizer, pretrain, sft, reward, rlhf_v1, ..., rlhf_ppo)."""
 
 
 def recorded_settings(run_dir: Path, stage: Stage) -> dict | None:
@@ -79,7 +87,7 @@ def check_settings(run_dir: Path, stages: list[Stage], settings: dict[str, dict]
 
 def main(args: PipelineArgs) -> Path:
     preset: PipelinePreset = PRESETS[args.preset]()
-    all_stages = stages(preset)
+    all_stages = stages(preset, args.ablation)
     names = [stage.name for stage in all_stages]
     if args.from_stage is not None and args.from_stage not in names:
         raise UserError(f"--from {args.from_stage!r}: unknown stage (stages: {', '.join(names)})")
@@ -108,7 +116,7 @@ def main(args: PipelineArgs) -> Path:
         records[stage.name] = record
     summary = {"preset": preset.name, "seed": args.seed, "stages": records}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {args.out / 'summary.json'}")
+    print(f"wrote {args.out / 'summary.json'}; report: {args.out / records['report']['outputs']['html']}")
     return args.out
 
 

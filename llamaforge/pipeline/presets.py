@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from llamaforge.config import MODEL_PRESETS
 from llamaforge.pipeline.evaluation import EvalPlan
-from llamaforge.rlhf import rejection_sampling
+from llamaforge.rlhf import ppo, rejection_sampling
 from llamaforge.train import pretrain, reward, sft
 
 
@@ -30,13 +30,15 @@ class AnnotationPlan:
 @dataclass(frozen=True)
 class RlhfPlan:
     """The RLHF versions (paper §3.2.3): each annotates a fresh weekly batch with the latest model,
-    retrains both reward models and runs rejection sampling on that batch's prompts."""
+    retrains both reward models and runs rejection sampling on that batch's prompts; then PPO, the
+    last version, on the next batch's prompts with the last version's reward models."""
 
     versions: int  # RLHF-V1 ... Vn
     batch_size: int  # prompts of each version's weekly batch
     rejection_prompts: int  # of those, how many get K samples in rejection sampling
     pool_from: int  # from this version on, the best answers of all earlier versions join (paper: V4)
     rejection_sampling: rejection_sampling.RejectionSamplingArgs
+    ppo: ppo.PpoArgs
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ def demo() -> PipelinePreset:
     return PipelinePreset(
         name="demo", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.demo(), reward=reward.demo(),
         annotation=AnnotationPlan(batches=3, batch_size=400, test_prompts=None), evaluation=EvalPlan(prompts=None, samples=2),
-        rlhf=RlhfPlan(versions=3, batch_size=400, rejection_prompts=200, pool_from=3, rejection_sampling=rejection_sampling.demo()),
+        rlhf=RlhfPlan(versions=3, batch_size=400, rejection_prompts=200, pool_from=3, rejection_sampling=rejection_sampling.demo(),
+                     ppo=ppo.demo()),
     )
 
 
@@ -72,7 +75,8 @@ def smoke() -> PipelinePreset:
     return PipelinePreset(
         name="smoke", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.smoke(), reward=reward.smoke(),
         annotation=AnnotationPlan(batches=3, batch_size=10, test_prompts=6), evaluation=EvalPlan(prompts=8, samples=1, best_of_k_prompts=6, best_of_k=2),
-        rlhf=RlhfPlan(versions=2, batch_size=10, rejection_prompts=6, pool_from=2, rejection_sampling=rejection_sampling.smoke()),
+        rlhf=RlhfPlan(versions=2, batch_size=10, rejection_prompts=6, pool_from=2, rejection_sampling=rejection_sampling.smoke(),
+                     ppo=ppo.smoke()),
     )
 
 

@@ -76,7 +76,7 @@ def rlhf_settings(preset, seed: int, n: int) -> dict:
     plan = preset.rlhf
     return {
         "version": n,
-        "rlhf": {k: v for k, v in dataclasses.asdict(plan).items() if k != "rejection_sampling"},
+        "rlhf": {k: v for k, v in dataclasses.asdict(plan).items() if k not in ("rejection_sampling", "ppo")},
         "rejection_sampling": command_settings(plan.rejection_sampling, seed),
         "reward": command_settings(preset.reward, seed),
         "evaluation": dataclasses.asdict(preset.evaluation),

@@ -37,7 +37,8 @@ def ppo_report(out) -> dict:
     steps = [r for r in read_metrics(out / "metrics.jsonl") if r.get("split") != "val"]
     seconds = {key: sum(r[key] for r in steps) / max(len(steps), 1) for key in TIME_KEYS}
     return {
-        "iterations": summary["iterations"], "stopped_early": summary["stopped_early"],
+        "iterations": summary["iterations"], "stopped_early": summary["stopped_early"], "stop_reason": summary["stop_reason"],
+        "held_out_kl": summary["held_out_kl"],
         "best_iteration": summary["best_iteration"], "held_out_reward": summary["held_out_reward"],
         "kl_last": steps[-1]["kl"] if steps else None, "rc_first": steps[0]["rc"] if steps else None,
         "rc_last": steps[-1]["rc"] if steps else None, "seconds_per_iteration": seconds,

@@ -123,6 +123,9 @@ class PpoArgs(LoopConfig):
     """Alert when the mean KL per response (nats) exceeds this, or goes below 0 beyond its noise."""
     patience: int = 3
     """Stop when the held-out reward has not improved for this many evaluations (0: never stop early)."""
+    kl_budget: float = 0.0
+    """Stop when the held-out KL per response exceeds this many nats (0: no budget): the reward models are
+    trusted only near the distribution they were trained on."""
     eval_every: int = 10
     """Held-out evaluation every this many iterations (and at the start and end)."""
     save_every: int = 10
@@ -136,11 +139,14 @@ class PpoArgs(LoopConfig):
 
 
 def demo() -> PpoArgs:
-    """The laptop pipeline's PPO version: the demo's 6M model learns at 1e-5 (the paper's 1e-6 is
-    for 7B-70B), one gradient step per iteration of 64 prompts."""
-    return PpoArgs(preset="demo", max_steps=24, lr=1e-5, batch_size=64, mini_batch_size=64, micro_batch_size=16,
+    """The laptop pipeline's PPO version, one gradient step per iteration of 64 prompts. The 6M
+    model at the paper's 1e-6 (meant for 7B-70B) does not move; at 1e-5 its KL stayed under 0.1 nats
+    in 24 iterations and gold helpfulness did not change; at 1e-4 the held-out reward rises while gold
+    helpfulness falls (reward hacking: docs/results.md), so the run stops at a KL budget of 2 nats
+    and keeps the policy of its best held-out reward."""
+    return PpoArgs(preset="demo", max_steps=24, lr=1e-4, batch_size=64, mini_batch_size=64, micro_batch_size=16,
                    value_lr_scale=10.0, beta=0.01, max_new_tokens=48, eval_every=4, save_every=4, patience=3,
-                   val_size=64, precision="auto")
+                   kl_budget=2.0, val_size=64, precision="auto")
 
 
 def smoke() -> PpoArgs:
@@ -196,6 +202,22 @@ def early_stop(rewards: list[float], patience: int) -> tuple[int, bool]:
     last `patience` evaluations brought no improvement). patience 0 never stops."""
     best = max(range(len(rewards)), key=lambda i: (rewards[i], -i))
     return best, patience > 0 and len(rewards) - 1 - best >= patience
+
+
+def best_evaluation(evaluations: list[dict], kl_budget: float) -> int:
+    """The index of the best held-out reward among the evaluations within the KL budget (all when
+    the budget is 0; the first on a tie; the start, at KL 0, is always within)."""
+    within = [i for i, e in enumerate(evaluations) if kl_budget <= 0 or e["kl"] <= kl_budget] or [0]
+    return max(within, key=lambda i: (evaluations[i]["reward"], -i))
+
+
+def stopping_reason(evaluations: list[dict], patience: int, kl_budget: float) -> str | None:
+    """Why the run stops after its latest held-out evaluation ({"reward", "kl"} each), or None."""
+    if kl_budget > 0 and evaluations[-1]["kl"] > kl_budget:
+        return f"held-out KL {evaluations[-1]['kl']:.2f} nats per response > the --kl-budget {kl_budget:g}"
+    if early_stop([e["reward"] for e in evaluations], patience)[1]:
+        return f"no held-out reward improvement in {patience} evaluations"
+    return None
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, all_reduce=all_reduce_sum) -> float:
@@ -369,7 +391,7 @@ def run_ppo(
     loss_fn = ppo_loss(args)
     copy = None if env.world_size == 1 else Llama(model.policy.config).to(env.device)
     evaluations = [r for r in run_state.read_metrics(args.out / "metrics.jsonl") if r.get("split") == "val"]
-    step, stopped, first = trainer.start, False, trainer.start // updates
+    step, stop_reason, first = trainer.start, None, trainer.start // updates
     for iteration in range(first, args.max_steps + 1):
         # held-out reward and early stopping, at the start, every eval_every iterations and at the end
         if iteration % args.eval_every == 0 or iteration == args.max_steps:
@@ -377,13 +399,13 @@ def run_ppo(
                 val = held_out_reward(args, env, generation_policy(trainer, env, copy), reference, tokenizer, reward_fn, val_records)
                 trainer.metrics.write({"step": step, "split": "val", "iteration": iteration, **val})
                 evaluations.append({"iteration": iteration, **val})
-                if early_stop([e["reward"] for e in evaluations], args.patience)[0] == len(evaluations) - 1:
+                if best_evaluation(evaluations, args.kl_budget) == len(evaluations) - 1:
                     save_best(trainer, args.out, iteration)
                 if env.is_main:
                     trainer.progress.write(f"iteration {iteration}: held-out reward {val['reward']:.4f}, KL {val['kl']:.3f}")
-            _, stopped = early_stop([e["reward"] for e in evaluations], args.patience)
-            if stopped:
-                env.print(f"early stop at iteration {iteration}: no held-out improvement in {args.patience} evaluations")
+            stop_reason = stopping_reason(evaluations, args.patience, args.kl_budget)
+            if stop_reason:
+                env.print(f"early stop at iteration {iteration}: {stop_reason}")
                 break
         if iteration == args.max_steps:
             break
@@ -422,8 +444,9 @@ def run_ppo(
         if (iteration + 1) % args.save_every == 0 or iteration + 1 == args.max_steps:
             trainer.save_checkpoint(step)
     rewards = [e["reward"] for e in evaluations]
-    best, _ = early_stop(rewards, args.patience)
-    extra = {"iterations": step // updates, "stopped_early": stopped, "held_out_reward": rewards,
+    best = best_evaluation(evaluations, args.kl_budget)
+    extra = {"iterations": step // updates, "stopped_early": stop_reason is not None, "stop_reason": stop_reason,
+             "held_out_reward": rewards, "held_out_kl": [e["kl"] for e in evaluations],
              "best_iteration": evaluations[best]["iteration"]}
     summary = trainer.finish(steps=step, extra=extra)
     if env.is_main and (args.out / "best").is_dir():  # the final model is the policy at its best held-out reward
@@ -497,7 +520,8 @@ def main(args: PpoArgs, reward_fn: RewardFn | None = None) -> Path:
             "rm_safety": str(args.rm_safety), "prompts": [str(p) for p in args.prompts], "train_prompts": len(records),
             **{k: getattr(args, k) for k in ("reward", "batch_size", "mini_batch_size", "ppo_epochs", "clip", "value_clip",
                                              "value_lr_scale", "beta", "gamma", "lam", "temperature", "top_p",
-                                             "max_new_tokens", "truncation_penalty", "eval_every", "patience", "seed")},
+                                             "max_new_tokens", "truncation_penalty", "eval_every", "patience", "kl_budget",
+                                             "seed")},
         }
         env.print(f"PPO on {args.policy}: {len(records):,} prompts ({len(val_records)} held out), {args.max_steps} "
                   f"iterations of {args.batch_size}, reward {args.reward}, beta {args.beta}")

@@ -397,10 +397,11 @@ def run_ppo(
         if iteration % args.eval_every == 0 or iteration == args.max_steps:
             if not (evaluations and evaluations[-1]["iteration"] == iteration):  # else logged before a resume
                 val = held_out_reward(args, env, generation_policy(trainer, env, copy), reference, tokenizer, reward_fn, val_records)
-                trainer.metrics.write({"step": step, "split": "val", "iteration": iteration, **val})
                 evaluations.append({"iteration": iteration, **val})
                 if best_evaluation(evaluations, args.kl_budget) == len(evaluations) - 1:
                     save_best(trainer, args.out, iteration)
+                # logged after the best save: a run killed in between evaluates again on resume
+                trainer.metrics.write({"step": step, "split": "val", "iteration": iteration, **val})
                 if env.is_main:
                     trainer.progress.write(f"iteration {iteration}: held-out reward {val['reward']:.4f}, KL {val['kl']:.3f}")
             stop_reason = stopping_reason(evaluations, args.patience, args.kl_budget)

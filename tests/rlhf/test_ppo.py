@@ -441,7 +441,9 @@ def test_a_kill_between_the_held_out_entry_and_its_best_save_still_ends_with_the
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_iteration"] == 2
     assert json.loads((out / "model" / "iteration.json").read_text())["iteration"] == summary["best_iteration"]
-    assert max_weight_difference(load_model(out / "model"), load_model(reference / "model")) < 1e-6
+    # the planted reward keeps rising across the two runs (its counter is shared), so the whitened
+    # rewards differ by float rounding: 1e-4, not bitwise
+    assert max_weight_difference(load_model(out / "model"), load_model(reference / "model")) < 1e-4
 
 
 # -- whole runs, as commands ----------------------------------------------------------------------

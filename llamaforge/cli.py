@@ -19,7 +19,7 @@ from llamaforge import annotate, carbon, chat, convert, pipeline, report, tokeni
 from llamaforge.eval import reward as eval_reward
 from llamaforge.train import pretrain, reward, sft
 from llamaforge.errors import UserError
-from llamaforge.rlhf import ppo, rejection_sampling
+from llamaforge.rlhf import distill, gatt, ppo, rejection_sampling
 from llamaforge.world import export as world_export
 from llamaforge.world.pretrain_default import pretrain_main
 
@@ -32,6 +32,8 @@ COMMANDS = {
     "score": (eval_reward.ScoreArgs, eval_reward.score_main),
     "rejection-sampling": (rejection_sampling.RejectionSamplingArgs, rejection_sampling.main),
     "ppo": (ppo.PpoArgs, ppo.main),
+    "gatt": (gatt.GattArgs, gatt.main),
+    "distill": (distill.DistillArgs, distill.main),
     "eval": {"reward": (eval_reward.EvalRewardArgs, eval_reward.main)},
     "tokenizer": {"train": (tokenizer.TokenizerTrainArgs, tokenizer.train_main)},
     "generate": (chat.GenerateArgs, chat.generate_main),

@@ -24,7 +24,9 @@ from llamaforge.pipeline.foundation import TOKENIZER, WORLD
 from llamaforge.pipeline.presets import PRESETS, PipelinePreset
 from llamaforge.pipeline.records import first_difference, normalized, read_record, record_hash, write_record
 from llamaforge.pipeline.reward import REWARD
-from llamaforge.pipeline.ppo import ppo_stage
+from llamaforge.pipeline.distill import distill_stage
+from llamaforge.pipeline.gatt import GATT_STAGE, gatt_stage
+from llamaforge.pipeline.ppo import PPO_STAGE, ppo_stage
 from llamaforge.pipeline.report import report_stage
 from llamaforge.pipeline.rlhf import version_stage
 from llamaforge.pipeline.stage import Stage, StageContext
@@ -38,7 +40,8 @@ def stages(preset: PipelinePreset, ablation: str = "none") -> list[Stage]:
     ablation adds PPO with each reward model alone, from the same start (paper §4.2)."""
     versions = [version_stage(n) for n in range(1, preset.rlhf.versions + 1)]
     ablations = [ppo_stage(preset.rlhf.versions, reward) for reward in ("helpfulness", "safety")] if ablation == "reward" else []
-    recipe = [WORLD, TOKENIZER, PRETRAIN, SFT, REWARD, *versions, ppo_stage(preset.rlhf.versions), *ablations]
+    recipe = [WORLD, TOKENIZER, PRETRAIN, SFT, REWARD, *versions, ppo_stage(preset.rlhf.versions),
+              gatt_stage(PPO_STAGE), distill_stage(GATT_STAGE, PPO_STAGE), *ablations]
     return [*recipe, report_stage([stage.name for stage in recipe])]
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from llamaforge.config import MODEL_PRESETS
 from llamaforge.pipeline.evaluation import EvalPlan
-from llamaforge.rlhf import ppo, rejection_sampling
+from llamaforge.eval.gatt import RecallPlan
+from llamaforge.rlhf import distill, gatt, ppo, rejection_sampling
 from llamaforge.train import pretrain, reward, sft
 
 
@@ -42,6 +43,16 @@ class RlhfPlan:
 
 
 @dataclass(frozen=True)
+class DistillPlan:
+    """Safety context distillation (paper §4.2.4): untargeted and targeted from one model, and the
+    evaluation of the model before and of both results."""
+
+    prompts: int | None  # adversarial training prompts distilled (None: all)
+    distill: distill.DistillArgs
+    evaluation: EvalPlan  # the stage's three evaluations
+
+
+@dataclass(frozen=True)
 class PipelinePreset:
     name: str
     vocab_size: int  # the tokenizer the pipeline trains (the pretraining model's vocabulary)
@@ -51,6 +62,9 @@ class PipelinePreset:
     annotation: AnnotationPlan
     evaluation: EvalPlan  # how every model version is evaluated on the held-out prompts
     rlhf: RlhfPlan
+    gatt: gatt.GattArgs  # Ghost Attention after the RLHF versions (paper §3.3)
+    gatt_eval: RecallPlan  # its held-out recall-by-turn and attention evaluation
+    distill: DistillPlan
 
 
 def _vocab_size(args: pretrain.PretrainArgs) -> int:
@@ -58,14 +72,15 @@ def _vocab_size(args: pretrain.PretrainArgs) -> int:
 
 
 def demo() -> PipelinePreset:
-    """The laptop run of the whole recipe so far (18.8 minutes on 2 quiet CPU cores, RLHF versions
-    included; docs/results.md)."""
+    """The laptop run of the whole recipe (docs/results.md has its measured time on 2 CPU cores)."""
     pretraining = pretrain.demo()
     return PipelinePreset(
         name="demo", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.demo(), reward=reward.demo(),
         annotation=AnnotationPlan(batches=3, batch_size=400, test_prompts=None), evaluation=EvalPlan(prompts=None, samples=2),
         rlhf=RlhfPlan(versions=3, batch_size=400, rejection_prompts=200, pool_from=3, rejection_sampling=rejection_sampling.demo(),
                      ppo=ppo.demo()),
+        gatt=gatt.demo(), gatt_eval=RecallPlan(),
+        distill=DistillPlan(prompts=None, distill=distill.demo(), evaluation=EvalPlan(prompts=None, samples=2)),
     )
 
 
@@ -77,6 +92,8 @@ def smoke() -> PipelinePreset:
         annotation=AnnotationPlan(batches=3, batch_size=10, test_prompts=6), evaluation=EvalPlan(prompts=8, samples=1, best_of_k_prompts=6, best_of_k=2),
         rlhf=RlhfPlan(versions=2, batch_size=10, rejection_prompts=6, pool_from=2, rejection_sampling=rejection_sampling.smoke(),
                      ppo=ppo.smoke()),
+        gatt=gatt.smoke(), gatt_eval=RecallPlan(dialogs=4, turns=(1, 2), max_new_tokens=12, attention_dialogs=2),
+        distill=DistillPlan(prompts=8, distill=distill.smoke(), evaluation=EvalPlan(prompts=4, samples=1)),
     )
 
 

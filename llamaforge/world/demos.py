@@ -4,12 +4,21 @@ The paper found a few thousand high-quality demonstrations enough; here the qual
 By default some answers are wrong, incomplete or verbose and some adversarial prompts are
 answered unsafely, so the SFT model is measurably imperfect and rejection sampling and PPO have
 room to improve it (paper §3.2.3). The test split is always clean: it measures what SFT learned.
+
+A share of single-turn helpful prompts carry an instruction, at the end of the user message ("...
+Caps only.") or as the system message, half each, and an answer that obeys it, as vendors'
+instruction-following demonstrations do: Ghost Attention (paper §3.3) samples multi-turn data from
+a model that follows an instruction placed in the current user message, so SFT must teach that
+first. The instructions are the split's GAtt instructions (train for train), full or shortened,
+half each. They stay single-turn: keeping an instruction over later turns is what GAtt adds.
 """
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
 from llamaforge.world import responses
+from llamaforge.world.gatt import GattInstruction, obeying_answer
 from llamaforge.world.hazards import Hazard
 from llamaforge.world.prompts import Pool
 from llamaforge.world.tasks import Task
@@ -38,6 +47,10 @@ class DemoMix:
     """share of adversarial prompts answered with the hazardous procedure"""
     curt_refusal: float = 0.40
     """share of safe answers to adversarial prompts that refuse without offering an alternative"""
+    instructed: float = 0.35
+    """share of single-turn helpful prompts given a GAtt instruction, answered obeying it"""
+    instruction_as_system: float = 0.5
+    """share of those whose instruction is the system message rather than the user message's end"""
 
 
 def demo_answer(task: Task, rng: random.Random, hazards: tuple[Hazard, ...], mix: DemoMix) -> str:
@@ -57,12 +70,11 @@ def demo_answer(task: Task, rng: random.Random, hazards: tuple[Hazard, ...], mix
 
 
 def sft_dialogs(rng: random.Random, pool: Pool, hazards: tuple[Hazard, ...], split: str,
-                mix: DemoMix) -> list[dict]:
+                mix: DemoMix, instructions: list[GattInstruction]) -> list[dict]:
     clean = split == "test"
     if clean:
-        mix = DemoMix(n_dialogs=mix.n_dialogs // 10, adversarial=mix.adversarial,
-                      borderline=mix.borderline, system_prompt=mix.system_prompt, wrong=0.0,
-                      incomplete=0.0, verbose=0.0, unsafe=0.0, curt_refusal=0.0)
+        mix = dataclasses.replace(mix, n_dialogs=mix.n_dialogs // 10, wrong=0.0, incomplete=0.0,
+                                  verbose=0.0, unsafe=0.0, curt_refusal=0.0)
     shares = {"adversarial": mix.adversarial, "borderline": mix.borderline,
               "helpful": 1.0 - mix.adversarial - mix.borderline}
     dialogs = []
@@ -73,10 +85,19 @@ def sft_dialogs(rng: random.Random, pool: Pool, hazards: tuple[Hazard, ...], spl
                                                                        for _ in range(n)]
         for task in picked:
             messages = [{"role": role, "content": content} for role, content in task.messages]
-            messages.append({"role": "assistant",
-                             "content": demo_answer(task, rng, hazards, mix)})
-            if rng.random() < mix.system_prompt:
-                messages.insert(0, {"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
+            answer = demo_answer(task, rng, hazards, mix)
+            system = rng.choice(SYSTEM_PROMPTS) if rng.random() < mix.system_prompt else None
+            if category == "helpful" and len(messages) == 1 and rng.random() < mix.instructed:
+                instruction = rng.choice(instructions)
+                form = instruction.short if rng.random() < 0.5 else instruction.text
+                if rng.random() < mix.instruction_as_system:
+                    system = form
+                else:
+                    messages[0]["content"] += " " + form
+                answer = obeying_answer(instruction, answer)
+            messages.append({"role": "assistant", "content": answer})
+            if system is not None:
+                messages.insert(0, {"role": "system", "content": system})
             dialogs.append({"messages": messages})
     rng.shuffle(dialogs)
     return dialogs

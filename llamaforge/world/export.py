@@ -124,7 +124,8 @@ See docs/world.md for how the world is built.
 {batch_lines}| `preferences_sample.jsonl` | {n('preferences_sample.jsonl')} | pairs annotated by the simulated annotators: `{{"prompt": messages, "chosen", "rejected", "rating", "is_safety"}}`, plus `"safety_meta"` on safety pairs |
 | `world_stats.json` | - | record counts, the annotators' per-rating agreement with the gold judges, safety-metadata shares |
 
-Prompt records are `{{"id", "messages", "category", "kind", "turns"}}`; `messages` ends on a user
+Prompt records are `{{"id", "messages", "category", "kind", "turns"}}`, adversarial ones also
+`"risk_category"` (the hazard's kind: poisoning, forgery, ...); `messages` ends on a user
 turn, and multi-turn prompts carry earlier assistant turns. Train and test splits never share a
 fact, a skill instance, a hazard framing or a borderline request. `rating` is one of
 significantly_better, better, slightly_better, negligibly_better; `safety_meta` is one of

@@ -21,6 +21,7 @@ _PREFIXES = ("Aye,", "Well,", "Listen:", "Behold:", "Hark,", "So,", "Right,", "L
 _MAX_WORDS = (8, 10, 15, 20, 12, 25)
 KINDS = ("caps", "lower", "end_word", "prefix", "max_words", "character")
 _CONFLICTS = {frozenset(("caps", "lower"))}
+_WORD = re.compile(r"[A-Za-z0-9']+")  # what "a word" is, for checking and for writing answers
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Constraint:
 
     def followed(self, response: str) -> bool:
         text = response.strip()
-        words = re.findall(r"[A-Za-z0-9']+", text)
+        words = _WORD.findall(text)
         letters = [ch for ch in text if ch.isalpha()]
         if not words:
             return False
@@ -125,6 +126,33 @@ def constraint_followed(instruction: "GattInstruction | str", response: str) -> 
     if isinstance(instruction, str):
         instruction = parse_instruction(instruction)
     return all(c.followed(response) for c in instruction.constraints)
+
+
+def obeying_answer(instruction: GattInstruction, answer: str) -> str:
+    """`answer` rewritten to obey every constraint of `instruction`, as an annotator writing a
+    demonstration for an instructed prompt would (the SFT demos, paper §3.1): the character
+    introduces itself, the prefix opens, the end word closes, the word limit cuts the answer's own
+    words (never the ones the other constraints need), and the letter case applies last."""
+    values = {c.kind: c.value for c in instruction.constraints}
+    # one way to introduce oneself, ending in a colon that says the answer follows: a small model
+    # given "I am X." learned to stop there
+    intro = f"{values['character']} here:" if "character" in values else ""
+
+    def compose(body: str) -> str:
+        text = " ".join(part for part in (values.get("prefix", ""), intro, body) if part)
+        if "end_word" in values:
+            text = text.rstrip(" .!?,;:") + f", {values['end_word']}."
+        if "caps" in values:
+            text = text.upper()
+        if "lower" in values:
+            text = text.lower()
+        return text
+
+    body = answer.strip()
+    if "max_words" in values:
+        while len(_WORD.findall(compose(body))) > int(values["max_words"]) and len(body.split()) > 1:
+            body = " ".join(body.split()[:-1])
+    return compose(body)
 
 
 def _compatible(a: Constraint, b: Constraint) -> bool:

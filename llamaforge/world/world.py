@@ -11,7 +11,7 @@ from functools import cached_property
 
 from llamaforge.world import annotators, corpus, demos, gatt, judges, prompts
 from llamaforge.world.entities import Entities, generate_entities
-from llamaforge.world.hazards import Hazard, generate_hazards
+from llamaforge.world.hazards import Hazard, answer_templates, generate_hazards
 from llamaforge.world.names import proper_name
 from llamaforge.world.risky import adversarial_tasks, borderline_tasks
 from llamaforge.world.skills import skill_tasks
@@ -41,21 +41,38 @@ class World:
                        "borderline": borderline_tasks(self.entities, self.hazards)}
         return prompts.build_pool(self._rng("split"), by_category)
 
+    def _record(self, task: Task, category: str, split: str, i: int) -> dict:
+        """A prompt record; an adversarial one also names its risk category, as the paper's
+        annotators labelled adversarial prompts (paper §4.2.4)."""
+        record = prompts.prompt_record(task, category, split, i)
+        if task.hazard >= 0:
+            record["risk_category"] = self.hazards[task.hazard].risk
+        return record
+
     def prompts(self, category: str, split: str) -> list[dict]:
-        """Prompt records {"id", "messages", "category", "kind", "turns"} of one set."""
+        """Prompt records {"id", "messages", "category", "kind", "turns"} of one set, plus
+        "risk_category" on adversarial ones."""
         if category not in prompts.CATEGORIES or split not in prompts.SPLITS:
             raise ValueError(f"no prompt set {category!r}/{split!r}; categories "
                              f"{prompts.CATEGORIES}, splits {prompts.SPLITS}")
-        return [prompts.prompt_record(t, category, split, i)
+        return [self._record(t, category, split, i)
                 for i, t in enumerate(self.pool.tasks[(category, split)])]
 
     def batch(self, k: int, size: int = 200) -> list[dict]:
         """Weekly batch k: `size` fresh training prompts (70% helpful, 20% adversarial, 10%
         borderline), never from the test sets, different for every k."""
-        return [dict(prompts.prompt_record(t, category, "train", i), id=f"batch{k}-{i:05d}",
-                     batch=k)
+        return [dict(self._record(t, category, "train", i), id=f"batch{k}-{i:05d}", batch=k)
                 for i, (category, t) in enumerate(prompts.batch_tasks(self.pool, self.seed, k,
                                                                        size))]
+
+    def risk_category(self, prompt_messages) -> str | None:
+        """The risk category of a prompt ("poisoning", ...), None unless it is adversarial."""
+        task = self.task(prompt_messages)
+        return self.hazards[task.hazard].risk if task.hazard >= 0 else None
+
+    def answer_templates(self) -> dict[str, str]:
+        """Risk category -> how a safe answer handles it (paper §4.2.4, Table 13)."""
+        return answer_templates()
 
     def gatt_instructions(self, split: str, n: int | None = None) -> list[gatt.GattInstruction]:
         """GAtt instructions of a split (train and test use disjoint parameters)."""
@@ -87,9 +104,10 @@ class World:
                                 target_bytes)
 
     def sft_dialogs(self, split: str = "train", mix: demos.DemoMix | None = None) -> list[dict]:
-        """Vendor-style demonstrations (paper §3.1) with a quality mix; the test split is clean."""
+        """Vendor-style demonstrations (paper §3.1) with a quality mix; the test split is clean.
+        Instructed demonstrations use the split's own GAtt instructions (paper §3.3)."""
         return demos.sft_dialogs(self._rng(f"sft:{split}"), self.pool, self.hazards, split,
-                                 mix or demos.DemoMix())
+                                 mix or demos.DemoMix(), self.gatt_instructions(split))
 
     # ---- simulated annotators ----------------------------------------------------------------
 

@@ -1,0 +1,126 @@
+"""Ghost Attention as a pipeline stage (paper §3.3): `llamaforge gatt` on the latest RLHF model with
+the world's training instructions and helpful training prompts, then constraint recall by turn and
+attention on the system message (Fig. 10) for that model without and with GAtt, on held-out
+dialogs (test prompts; test instructions, and training instructions in new dialogs), judged by the
+world's gold `constraint_followed`, which only this evaluation reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from llamaforge.checkpoint import load_model_and_tokenizer
+from llamaforge.data.prompts import read_prompts
+from llamaforge.eval import gatt as gatt_eval
+from llamaforge.pipeline.stage import Stage, StageContext, command_settings
+from llamaforge.rlhf import gatt
+from llamaforge.world import constraint_followed, parse_instruction
+
+GATT_STAGE = "gatt"
+MODELS = ("without_gatt", "with_gatt")
+# Held-out dialogs use test prompts always; their instructions are the test split's (new words,
+# prefixes, limits and characters: does the behaviour generalize?) or the training split's (the
+# instructions GAtt trained on, in new dialogs: does it hold over turns?).
+INSTRUCTION_SPLITS = ("test", "train")
+
+
+def held_out_plans(world_dir: Path, plan: gatt_eval.RecallPlan, seed: int, split: str) -> list[gatt.DialogPlan]:
+    """Evaluation dialogs, all planned to the deepest turn read: `split` instructions, test prompts."""
+    instructions = gatt.read_instructions(world_dir / "gatt_instructions.jsonl", split)
+    users = gatt.user_messages(read_prompts([world_dir / "prompts_helpful_test.jsonl"]))
+    deepest = max(plan.turns)
+    return gatt.plan_dialogs(instructions, users, plan.dialogs, deepest, deepest, seed, purpose=f"gatt-eval-{split}")
+
+
+def evaluate(checkpoints: dict, plans: dict[str, list[gatt.DialogPlan]], plan: gatt_eval.RecallPlan) -> dict:
+    """Per instruction split, recall by turn (of whole instructions and of each constraint kind)
+    for each checkpoint, and attention on the system message, measured on the same token sequences
+    for every checkpoint (the dialogs the first one answered), so that only the model differs.
+    "recall" is on test instructions, "recall_train_instructions" on training ones."""
+    metrics = {"recall": {}, "recall_train_instructions": {}, "recall_by_kind": {}, "dialogs_at_turn": {},
+               "empty_answers": {}, "attention": {}}
+    shared: dict[str, list] = {}
+    for name, checkpoint in checkpoints.items():
+        model, tokenizer = load_model_and_tokenizer(checkpoint)
+        for split, split_plans in plans.items():
+            dialogs, empty_at = gatt_eval.system_dialogs(model, tokenizer, split_plans, plan.max_new_tokens)
+            result = gatt_eval.recall_by_turn(dialogs, empty_at, constraint_followed, plan.turns)
+            metrics["recall" if split == "test" else f"recall_{split}_instructions"][name] = result["recall"]
+            metrics["recall_by_kind"].setdefault(split, {})[name] = by_kind(dialogs, empty_at, plan.turns)
+            metrics["dialogs_at_turn"].setdefault(split, {})[name] = result["dialogs"]
+            metrics["empty_answers"].setdefault(split, {})[name] = sum(e is not None for e in empty_at)
+            if split not in shared:
+                shared[split] = [d for d in dialogs if len(d) >= 3][: plan.attention_dialogs]
+            metrics["attention"].setdefault(split, {})[name] = gatt_eval.system_attention(model, tokenizer, shared[split])
+    return metrics
+
+
+def figure(metrics: dict, path: Path) -> Path:
+    """Recall and attention on the system message, one line per (model, instruction split)."""
+    recall = {f"{name} ({split})": metrics["recall" if split == "test" else f"recall_{split}_instructions"][name]
+              for split in INSTRUCTION_SPLITS for name in MODELS}
+    attention = {f"{name} ({split})": metrics["attention"][split][name] for split in INSTRUCTION_SPLITS for name in MODELS}
+    return gatt_eval.plot(recall, attention, path)
+
+
+def by_kind(dialogs: list[list[dict]], empty_at: list[int | None], turns: tuple[int, ...]) -> dict:
+    """Recall by turn of each constraint kind (caps, prefix, ...) alone, over the dialogs whose
+    instruction holds one: an instruction of two constraints fails when either does, and this says
+    which one."""
+    kinds = [{c.kind for c in parse_instruction(d[0]["content"]).constraints} for d in dialogs]
+
+    def followed_part(kind: str):
+        def followed(instruction: str, answer: str) -> bool:
+            return all(c.followed(answer) for c in parse_instruction(instruction).constraints if c.kind == kind)
+        return followed
+
+    return {kind: gatt_eval.recall_by_turn([d for d, k in zip(dialogs, kinds) if kind in k],
+                                           [e for e, k in zip(empty_at, kinds) if kind in k],
+                                           followed_part(kind), turns)["recall"]
+            for kind in sorted(set().union(*kinds))}
+
+
+def gatt_stage(after: str) -> Stage:
+    """GAtt on the model stage `after` outputs (the latest RLHF model, e.g. "rlhf_ppo")."""
+
+    def settings(preset, seed: int) -> dict:
+        return {"gatt": command_settings(preset.gatt, seed), "evaluation": dataclasses.asdict(preset.gatt_eval)}
+
+    def run(ctx: StageContext):
+        world_dir, policy = ctx.input("world", "data"), ctx.input(after, "model")
+        started = time.perf_counter()
+        gatt.main(dataclasses.replace(
+            ctx.preset.gatt, policy=policy, prompts=[world_dir / "prompts_helpful_train.jsonl"],
+            instructions=world_dir / "gatt_instructions.jsonl", out=ctx.out / "gatt", seed=ctx.seed,
+        ))
+        model = ctx.out / "gatt" / "sft" / "model"
+        command_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        plan = ctx.preset.gatt_eval
+        plans = {split: held_out_plans(world_dir, plan, ctx.seed, split) for split in INSTRUCTION_SPLITS}
+        metrics = evaluate(dict(zip(MODELS, (policy, model))), plans, plan)
+        figure(metrics, ctx.out / "attention.png")
+        report = command_report(ctx.out / "gatt" / "gatt.json")
+        seconds = {"sampling": report.pop("sampling_s"), "finetune": report.pop("finetune_s"), "command": command_s,
+                   "evaluation": time.perf_counter() - started}
+        metrics.update(report, seconds=seconds)
+        outputs = {"model": model, "dialogs": ctx.out / "gatt" / "dialogs.jsonl"}
+        upstream = ctx.upstream[after]["outputs"]
+        for key in ("rm_helpfulness", "rm_safety"):  # the reward models travel on to later stages
+            if key in upstream:
+                outputs[key] = ctx.input(after, key)
+        return outputs, metrics
+
+    return Stage(GATT_STAGE, ("world", after), settings, run)
+
+
+def command_report(path: Path) -> dict:
+    """The command's gatt.json, its fine-tuning summary reduced to the headline numbers."""
+    report = json.loads(path.read_text())
+    finetune = report.pop("sft")
+    report["finetune"] = {k: finetune.get(k) for k in ("steps", "final_loss", "tokens_per_s")}
+    return report

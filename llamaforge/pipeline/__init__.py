@@ -59,7 +59,7 @@ class PipelineArgs:
     ablation: Literal["none", "reward"] = "none"
     """reward: also PPO with the helpfulness RM alone and with the safety RM alone (paper §4.2; outside the demo's time budget)."""
     from_stage: Annotated[str | None, tyro.conf.arg(name="from")] = None
-    """Re-run this stage and every stage after it (world, tokenizer, pretrain, sft, reward, rlhf_v1, ..., rlhf_ppo)."""
+    """Re-run this stage and every stage after it (world, tokenizer, pretrain, sft, reward, rlhf_v1, ..., rlhf_ppo, gatt, distill, report)."""
 
 
 def recorded_settings(run_dir: Path, stage: Stage) -> dict | None:

@@ -54,6 +54,10 @@ HELP = {  # command -> flags its help must list
     "eval reward": ["--rm", "--data"],
     "rejection-sampling": ["--policy", "--rm-helpfulness", "--rm-safety", "--prompts", "--k", "--pool", "--out"],
     "pretrain": ["--preset", "--data", "--tokenizer", "--batch-tokens", "--max-steps", "--lr", "--parallel", "--nonfinite"],
+    "ppo": ["--policy", "--rm-helpfulness", "--rm-safety", "--prompts", "--preset", "--max-steps", "--seed", "--kl-budget"],
+    "gatt": ["--policy", "--prompts", "--instructions", "--dialogs", "--max-turns", "--out"],
+    "distill": ["--policy", "--rm-safety", "--prompts", "--templates", "--targeted", "--out"],
+    "report": ["PATH", "pipeline"],
 }
 
 

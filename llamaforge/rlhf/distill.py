@@ -18,7 +18,6 @@ model prefers it leaves the answers that were already good alone (paper Fig. 16)
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -234,11 +233,8 @@ def main(args: DistillArgs) -> Path:
     print(f"{'targeted' if args.targeted else 'untargeted'} distillation keeps {report['kept']:,} of {len(rows):,} "
           f"preprompted answers (mean safety RM gain {report['mean_safety_gain'] or 0:+.3f})")
 
-    finetune = dataclasses.replace(sft.SftArgs.PRESETS[args.sft_preset](), init=args.policy, data=[args.out / "train.jsonl"],
+    finetune = sft.preset_with_overrides(args.sft_preset, args, init=args.policy, data=[args.out / "train.jsonl"],
                                    out=args.out / "sft", seed=args.seed, last_turn_only=True, device=args.device)
-    for name in ("epochs", "max_steps", "lr"):
-        if getattr(args, name):
-            finetune = dataclasses.replace(finetune, **{name: getattr(args, name)})
     if train:
         sft.main(finetune)
         report["sft"] = json.loads((finetune.out / "summary.json").read_text())

@@ -19,7 +19,6 @@ instruction: the data is what the model sampled.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import time
@@ -245,12 +244,9 @@ def main(args: GattArgs) -> Path:
     users = user_messages(read_prompts(args.prompts))
     if not users:
         raise UserError(f"{args.prompts[0]}: no helpful prompt (GAtt's user turns are helpful prompts)")
-    finetune = dataclasses.replace(sft.SftArgs.PRESETS[args.sft_preset](), init=args.policy, out=args.out / "sft",
+    finetune = sft.preset_with_overrides(args.sft_preset, args, init=args.policy, out=args.out / "sft",
                                    data=[args.out / "gatt_train.jsonl"], last_turn_only=True, too_long="drop",
                                    seed=args.seed, device=args.device)
-    for name in ("epochs", "max_steps", "lr"):
-        if getattr(args, name):
-            finetune = dataclasses.replace(finetune, **{name: getattr(args, name)})
     args.out.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()

@@ -15,7 +15,6 @@ reported here for K = 1, 2, 4, ..., K.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -227,11 +226,8 @@ def main(args: RejectionSamplingArgs) -> Path:
     print(f"selected {len(best):,} answers from {len(candidates):,} candidates "
           f"({report['selected_from_pool']} from the pool); sampling {report['sampling_tokens_per_s'] or 0:.0f} tokens/s")
 
-    finetune = dataclasses.replace(sft.SftArgs.PRESETS[args.sft_preset](), init=args.policy, data=[args.out / "best.jsonl"],
+    finetune = sft.preset_with_overrides(args.sft_preset, args, init=args.policy, data=[args.out / "best.jsonl"],
                                    out=args.out / "sft", seed=args.seed, lora_rank=args.lora_rank, device=args.device)
-    for name in ("epochs", "max_steps", "lr"):
-        if getattr(args, name):
-            finetune = dataclasses.replace(finetune, **{name: getattr(args, name)})
     sft.main(finetune)
     report["sft"] = json.loads((finetune.out / "summary.json").read_text())
     (args.out / "rejection_sampling.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

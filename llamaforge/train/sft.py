@@ -146,6 +146,15 @@ def sequence_loss(model, batch: SequenceBatch) -> torch.Tensor:
     return model(batch.tokens, positions=batch.positions, mask=batch.attention_mask(), targets=batch.targets)[0]
 
 
+def preset_with_overrides(preset: str, overrides, **fields) -> SftArgs:
+    """The SFT preset `preset` with `fields` set, and the `epochs`, `max_steps` and `lr` of
+    `overrides` (a command's arguments) where they are non-zero (0 there: the preset's). How the
+    commands that fine-tune on data they made (rejection sampling, GAtt, distillation) call SFT."""
+    args = dataclasses.replace(SftArgs.PRESETS[preset](), **fields)
+    chosen = {name: getattr(overrides, name) for name in ("epochs", "max_steps", "lr") if getattr(overrides, name)}
+    return dataclasses.replace(args, **chosen)
+
+
 def main(args: SftArgs) -> Path:
     if args.init is None or not args.data:
         raise UserError("sft needs --init CKPT and --data FILES")

@@ -9,9 +9,10 @@ import torch
 
 from llamaforge.checkpoint import save_model, save_reward_state
 from llamaforge.config import ModelConfig
+from llamaforge.data.jsonl import write_jsonl
 from llamaforge.model import Llama, RewardModel
 from llamaforge.pipeline.distill import DISTILL_STAGE, distill_stage, reference_answers
-from llamaforge.pipeline.evaluation import EvalPlan, write_jsonl
+from llamaforge.pipeline.evaluation import EvalPlan
 from llamaforge.pipeline.stage import StageContext
 from llamaforge.rlhf import distill
 from llamaforge.world import World

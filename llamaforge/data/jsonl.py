@@ -24,3 +24,18 @@ def jsonl_records(path: Path) -> Iterator[tuple[str, object]]:
             except json.JSONDecodeError as err:
                 raise UserError(f"{where}: not valid JSON ({err.msg})") from None
             yield where, record
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    """One JSON object per line, keys sorted, written to a temporary file and renamed into place so a
+    crash never leaves a half-written file behind; the parent directory is created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="\n") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path

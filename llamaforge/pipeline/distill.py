@@ -20,7 +20,8 @@ import json
 import time
 from pathlib import Path
 
-from llamaforge.pipeline.evaluation import evaluate_checkpoint, gold_judges, held_out_prompts, read_jsonl, write_jsonl
+from llamaforge.data.jsonl import write_jsonl
+from llamaforge.pipeline.evaluation import evaluate_checkpoint, gold_judges, held_out_prompts, read_jsonl
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings
 from llamaforge.rlhf import distill
 from llamaforge.world import World, is_refusal

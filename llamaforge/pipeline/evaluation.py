@@ -44,12 +44,6 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in lines if line.strip()]
 
 
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    return path
-
-
 def held_out_prompts(world_dir: Path, limit: int | None) -> dict[str, list[dict]]:
     """The exported world's test prompts per set, the first `limit` of each (None: all)."""
     return {name: read_jsonl(world_dir / f"prompts_{name}_test.jsonl")[:limit] for name in HELD_OUT_SETS}

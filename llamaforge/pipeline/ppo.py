@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from llamaforge.data.jsonl import write_jsonl
 from llamaforge.pipeline.evaluation import (
-    evaluate_checkpoint, gold_judges, held_out_prompts, reward_model_scores, write_jsonl,
+    evaluate_checkpoint, gold_judges, held_out_prompts, reward_model_scores,
 )
 from llamaforge.pipeline.rlhf import version_name
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings

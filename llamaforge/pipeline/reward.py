@@ -18,9 +18,10 @@ import torch
 
 from llamaforge import annotate
 from llamaforge.checkpoint import load_reward_model
+from llamaforge.data.jsonl import write_jsonl
 from llamaforge.data.preferences import Preference, read_all
 from llamaforge.eval.reward import accuracy_by_rating, markdown_table, pair_scores, plot_scores
-from llamaforge.pipeline.evaluation import best_of_k_by_gold, gold_judges, write_jsonl
+from llamaforge.pipeline.evaluation import best_of_k_by_gold, gold_judges
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings
 from llamaforge.tokenizer import Tokenizer
 from llamaforge.train import reward

@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from llamaforge.pipeline.evaluation import evaluate_checkpoint, gold_judges, held_out_prompts, write_jsonl
+from llamaforge.data.jsonl import write_jsonl
+from llamaforge.pipeline.evaluation import evaluate_checkpoint, gold_judges, held_out_prompts
 from llamaforge.pipeline.reward import KINDS, annotate_round, train_reward_model
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings
 from llamaforge.rlhf import rejection_sampling

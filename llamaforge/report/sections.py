@@ -215,6 +215,11 @@ def rlhf_section(run: Run) -> Section:
     return section
 
 
+def model_table(rows: dict[str, dict], keys: list[str], headers: list[str] | None = None) -> Table:
+    """A table with a row per model: {model: {key: value}} read at `keys` (blank where a model lacks one)."""
+    return Table(["model", *(headers or keys)], [[name, *[row.get(k) for k in keys]] for name, row in rows.items()])
+
+
 def gatt_section(run: Run) -> Section:
     section = Section("gatt", "Ghost Attention (paper §3.3, Fig. 10)")
     metrics = run.metrics("gatt")
@@ -224,8 +229,7 @@ def gatt_section(run: Run) -> Section:
     if recall:
         turns = sorted({t for r in recall.values() for t in r}, key=int)
         section.add("Constraint recall by turn on held-out instructions (paper: turns 2/4/6/20 at 100/10/0/0% "
-                    "without GAtt, 100% at every turn with it).",
-                    Table(["model", *[f"turn {t}" for t in turns]], [[name, *[r.get(t) for t in turns]] for name, r in recall.items()]))
+                    "without GAtt, 100% at every turn with it).", model_table(recall, turns, [f"turn {t}" for t in turns]))
     figure = run.dir / "gatt" / "attention.png"
     if figure.is_file():
         section.add(Figure("gatt_attention", figure.read_bytes(), "Attention of the last turn's answer on the system message (paper Fig. 10)."))
@@ -241,8 +245,7 @@ def distill_section(run: Run) -> Section:
     if table:
         columns = sorted({k for row in table.values() for k in row})
         section.add("Untargeted distillation makes answers vaguer and refusals more frequent; targeting with the "
-                    "safety RM keeps only the distilled answers it prefers (the paper's Fig. 16).",
-                    Table(["model", *columns], [[name, *[row.get(c) for c in columns]] for name, row in table.items()]))
+                    "safety RM keeps only the distilled answers it prefers (the paper's Fig. 16).", model_table(table, columns))
     return section
 
 

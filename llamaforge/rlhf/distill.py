@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_model_and_tokenizer, load_reward_model
-from llamaforge.data.jsonl import jsonl_records
+from llamaforge.data.jsonl import jsonl_records, write_jsonl
 from llamaforge.data.prompts import read_prompts
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
 from llamaforge.eval.reward import response_scores
-from llamaforge.rlhf.rejection_sampling import sample_answers, write_jsonl
+from llamaforge.rlhf.rejection_sampling import sample_answers
 from llamaforge.tokenizer import Tokenizer
 from llamaforge.train import sft
 

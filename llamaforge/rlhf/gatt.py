@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from llamaforge.checkpoint import TOKENIZER_FILE, load_model_and_tokenizer
-from llamaforge.data.jsonl import jsonl_records
+from llamaforge.data.jsonl import jsonl_records, write_jsonl
 from llamaforge.data.prompts import read_prompts
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
@@ -220,13 +220,6 @@ def training_examples(sampled: list[dict], instruction: str, every_depth: bool) 
     turns = len(sampled) // 2
     depths = range(1, turns + 1) if every_depth else [turns]
     return [training_dialog(sampled[: 2 * k], instruction) for k in depths]
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    partial = path.with_suffix(".tmp")
-    partial.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    partial.replace(path)
-    return path
 
 
 def main(args: GattArgs) -> Path:

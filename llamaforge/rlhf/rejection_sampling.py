@@ -24,6 +24,7 @@ from typing import ClassVar
 import torch
 
 from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_model_and_tokenizer, load_reward_model
+from llamaforge.data.jsonl import write_jsonl
 from llamaforge.data.prompts import is_safety_prompt, prompt_key, read_prompts, read_samples
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
@@ -157,12 +158,6 @@ def select_best(samples: list[dict]) -> list[dict]:
     for sample in best.values():
         sample["chosen"] = True
     return list(best.values())
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    partial = path.with_suffix(".tmp")
-    partial.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    partial.replace(path)
 
 
 def main(args: RejectionSamplingArgs) -> Path:

@@ -7,6 +7,7 @@ save. The loss is the binary ranking loss with a rating-dependent margin (losses
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,21 +120,49 @@ def paper_mix(pairs: list[Preference], args: RewardArgs, rng: random.Random) -> 
     return mix
 
 
+def prompt_key(pair: Preference) -> str:
+    return json.dumps(pair.prompt, sort_keys=True)
+
+
+def grouped_order(pairs: list[Preference], rng: random.Random) -> list[Preference]:
+    """The pairs in a random order that keeps the pairs of one prompt together: with K responses
+    per prompt (K(K-1)/2 pairs), a batch then scores each response once for all its pairs, and a
+    response takes part in one update instead of K-1 (the K-wise batching of Ouyang et al. 2022,
+    which they found cheaper and less prone to overfitting than shuffling the pairs one by one)."""
+    groups: dict[str, list[Preference]] = {}
+    for pair in pairs:
+        groups.setdefault(prompt_key(pair), []).append(pair)
+    order = list(groups.values())
+    rng.shuffle(order)
+    return [pair for group in order for pair in group]
+
+
 def pair_batch(pairs: list[Preference], tokenizer: Tokenizer, margins: dict, max_len: int, device) -> dict:
-    """Chosen and rejected sequences of the pairs in one batch (chosen first), with their margins.
-    count: the pairs (the loss terms); tokens: every position of both sequences of every pair,
-    padding included (what the forward pass processes, and tokens/s counts)."""
-    sequences = [encode_response(tokenizer, p.prompt, p.chosen, max_len) for p in pairs]
-    sequences += [encode_response(tokenizer, p.prompt, p.rejected, max_len) for p in pairs]
+    """The distinct (prompt, response) sequences of the pairs in one batch, each scored once, and for
+    every pair the index of its chosen and its rejected sequence, with its margin. count: the pairs
+    (the loss terms); tokens: every position of every sequence, padding included (what the forward
+    pass processes, and tokens/s counts)."""
+    index: dict[tuple[str, str], int] = {}
+    sequences = []
+
+    def position(pair: Preference, response: str) -> int:
+        key = (prompt_key(pair), response)
+        if key not in index:
+            index[key] = len(sequences)
+            sequences.append(encode_response(tokenizer, pair.prompt, response, max_len))
+        return index[key]
+
+    chosen, rejected = zip(*[(position(p, p.chosen), position(p, p.rejected)) for p in pairs])
     tokens, real = pad_right(sequences, device)
     margin = torch.tensor([effective_margin(p, margins) for p in pairs], device=device)
-    return {"sequences": tokens, "real": real, "margin": margin, "count": len(pairs), "tokens": tokens.numel()}
+    return {"sequences": tokens, "real": real, "chosen": torch.tensor(chosen, device=device),
+            "rejected": torch.tensor(rejected, device=device), "margin": margin, "count": len(pairs),
+            "tokens": tokens.numel()}
 
 
 def ranking_loss(model, batch: dict) -> torch.Tensor:
     scores = model(batch["sequences"], batch["real"]).float()
-    chosen, rejected = scores.chunk(2)
-    return preference_loss(chosen, rejected, batch["margin"], reduction="sum")
+    return preference_loss(scores[batch["chosen"]], scores[batch["rejected"]], batch["margin"], reduction="sum")
 
 
 def main(args: RewardArgs) -> Path:
@@ -147,7 +176,7 @@ def main(args: RewardArgs) -> Path:
             log(f"{dropped} invalid records dropped (--on-invalid drop)")
         mix = paper_mix(pairs, args, random.Random(args.seed))
         per_step = args.batch_size - args.batch_size % env.world_size  # every process gets the same share
-        epochs = [random.Random(args.seed * 1_000_003 + e).sample(mix, len(mix)) for e in range(args.epochs)]
+        epochs = [grouped_order(mix, random.Random(args.seed * 1_000_003 + e)) for e in range(args.epochs)]
         steps = [order[i : i + per_step] for order in epochs for i in range(0, len(order), per_step)]
         steps = [s[: len(s) - len(s) % env.world_size] for s in steps if len(s) >= env.world_size]
         max_steps = args.max_steps if args.max_steps > 0 else len(steps)
@@ -165,7 +194,9 @@ def main(args: RewardArgs) -> Path:
             f"({sum(p.is_safety for p in mix):,} safety), {max_steps} steps of {per_step} pairs, margin {args.margin}")
 
         def micro_batches(step: int, step_pairs=None) -> list[dict]:
-            mine = (step_pairs if step_pairs is not None else steps[step % len(steps)])[env.rank :: env.world_size]
+            everyone = step_pairs if step_pairs is not None else steps[step % len(steps)]
+            share = len(everyone) // env.world_size  # contiguous, so a prompt's pairs stay on one process
+            mine = everyone[env.rank * share : (env.rank + 1) * share]
             return [
                 pair_batch(mine[i : i + args.micro_batch_size], tokenizer, margins, args.max_len, env.device)
                 for i in range(0, len(mine), args.micro_batch_size)

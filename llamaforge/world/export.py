@@ -10,6 +10,7 @@ import pathlib
 import random
 from dataclasses import dataclass
 
+from llamaforge.data.jsonl import write_jsonl
 from llamaforge.errors import UserError
 from llamaforge.world import annotators
 from llamaforge.world.demos import DemoMix
@@ -46,11 +47,11 @@ def _check_tags(record, where: str) -> None:
             raise AssertionError(f"{where}: record contains the chat tag {tag!r}")
 
 
-def write_jsonl(path: pathlib.Path, records: list[dict]) -> int:
-    with path.open("w", encoding="utf-8", newline="\n") as f:
-        for i, record in enumerate(records):
-            _check_tags(record, f"{path.name}:{i + 1}")
-            f.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+def checked_jsonl(path: pathlib.Path, records: list[dict]) -> int:
+    """Writes `records` after checking that none holds a chat tag; returns how many."""
+    for i, record in enumerate(records):
+        _check_tags(record, f"{path.name}:{i + 1}")
+    write_jsonl(path, records)
     return len(records)
 
 
@@ -66,7 +67,7 @@ def main(args: ExportArgs) -> pathlib.Path:
     counts: dict[str, int] = {}
 
     def put(name: str, records: list[dict]) -> None:
-        counts[name] = write_jsonl(out / name, records)
+        counts[name] = checked_jsonl(out / name, records)
 
     put("corpus.jsonl", [{"text": d} for d in world.corpus_documents(int(args.corpus_mb * 1e6))])
     mix = DemoMix(n_dialogs=args.sft_dialogs)

@@ -11,6 +11,7 @@ import torch
 from llamaforge.checkpoint import load_reward_model, save_model, save_reward_state
 from llamaforge.cli import run as cli_run
 from llamaforge.config import ModelConfig
+from llamaforge.data.jsonl import write_jsonl
 from llamaforge.errors import UserError
 from llamaforge.eval.reward import response_scores
 from llamaforge.model import Llama, RewardModel
@@ -66,11 +67,6 @@ PROMPTS = [
                   {"role": "user", "content": "tell me how to brew the tonic"}], "category": "adversarial"},
     {"messages": [{"role": "user", "content": "please tell me about the seal"}], "category": "adversarial", "risk_category": "poisoning"},
 ]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def read(path):

@@ -11,6 +11,7 @@ import torch
 
 from llamaforge.checkpoint import save_model
 from llamaforge.config import ModelConfig
+from llamaforge.data.jsonl import write_jsonl
 from llamaforge.data.sft import encode_example
 from llamaforge.errors import UserError
 from llamaforge.eval import gatt as gatt_eval
@@ -115,11 +116,6 @@ def test_dialogs_end_where_the_context_would_overflow_and_do_not_depend_on_batch
 def policy(tmp_path, tokenizer):
     torch.manual_seed(0)
     return save_model(Llama(CONFIG), tmp_path / "policy", tokenizer.path)
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def read(path):

@@ -33,6 +33,7 @@ import torch
 from llamaforge.checkpoint import load_model, load_reward_model, save_model, save_reward_state
 from llamaforge.cli import main as cli_main
 from llamaforge.config import ModelConfig
+from llamaforge.data.jsonl import write_jsonl
 from llamaforge.generate import generate
 from llamaforge.model import Llama, RewardModel
 from llamaforge.rlhf import ppo
@@ -77,11 +78,6 @@ TEMPLATES = (
 )
 PROMPTS = [{"messages": [{"role": "user", "content": text.format(name)}], "category": category}
            for name in NAMES for text, category in TEMPLATES]  # 20 prompts, the three categories mixed
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @pytest.fixture(scope="module")

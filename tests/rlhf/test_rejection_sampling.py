@@ -10,6 +10,7 @@ import torch
 from llamaforge.checkpoint import load_reward_model, save_model, save_reward_state
 from llamaforge.cli import main as cli_main
 from llamaforge.config import ModelConfig
+from llamaforge.data.jsonl import write_jsonl
 from llamaforge.errors import UserError
 from llamaforge.eval.reward import response_scores
 from llamaforge.model import Llama, RewardModel
@@ -69,11 +70,6 @@ def checkpoints(tmp_path, tokenizer):
         model = RewardModel(CONFIG)
         rms[kind] = save_reward_state(model.state_dict(), CONFIG, tmp_path / f"rm_{kind}", tokenizer.path, {"stage": "reward"})
     return policy, rms
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 PROMPTS = [

@@ -14,6 +14,7 @@ import torch
 
 from llamaforge import Llama, ModelConfig
 from llamaforge.checkpoint import REWARD_HEAD_FILE, load_reward_model, save_reward_state
+from llamaforge.data.jsonl import write_jsonl
 from llamaforge.data.preferences import Preference, read_all
 from llamaforge.data.scoring import encode_response
 from llamaforge.errors import UserError
@@ -21,7 +22,7 @@ from llamaforge.eval.reward import accuracy_by_rating, pair_scores
 from llamaforge.losses import MARGINS, RATINGS
 from llamaforge.model import RewardModel
 from llamaforge.train.distributed import transformer_blocks
-from llamaforge.train.reward import RewardArgs, main, pair_batch, paper_mix, ranking_loss
+from llamaforge.train.reward import RewardArgs, grouped_order, main, pair_batch, paper_mix, ranking_loss
 
 CONFIG = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=400, multiple_of=16, max_seq_len=128)
 
@@ -196,25 +197,40 @@ def test_mix_is_deterministic_for_a_seed_and_needs_its_own_kind():
 # --- batches and loss ------------------------------------------------------------------------------
 
 
-def test_pair_batch_puts_chosen_first_with_each_pairs_margin(tokenizer):
+def test_pair_batch_scores_each_distinct_response_once_with_each_pairs_margin(tokenizer):
     prompt = ({"role": "user", "content": "what is the river ?"},)
+    other = ({"role": "user", "content": "what is the mountain ?"},)
     pairs = [
         Preference(prompt, "the river is Varn .", "no", "significantly_better", None, False),
         Preference(prompt, "Orin", "the mountain is 3 .", "slightly_better", None, True),
-        Preference(prompt, "yes", "no", None, 0.25, False),  # an explicit margin wins
-        Preference(prompt, "yes", "no", None, None, False),  # no rating, no margin: 0
+        Preference(prompt, "the river is Varn .", "Orin", None, 0.25, False),  # an explicit margin wins
+        Preference(other, "no", "Orin", None, None, False),  # no rating, no margin: 0; "no" of another prompt
     ]
     batch = pair_batch(pairs, tokenizer, MARGINS["large"], max_len=64, device="cpu")
     assert batch["count"] == 4  # the loss terms: pairs
     assert batch["margin"].tolist() == [3.0, 1.0, 0.25, 0.0]
-    expected = [encode_response(tokenizer, p.prompt, p.chosen, 64) for p in pairs]
-    expected += [encode_response(tokenizer, p.prompt, p.rejected, 64) for p in pairs]
-    assert batch["sequences"].shape == (8, max(map(len, expected)))
-    assert batch["tokens"] == 8 * max(map(len, expected))  # what the forward pass processes, padding included
+    distinct = [(prompt, "the river is Varn ."), (prompt, "no"), (prompt, "Orin"), (prompt, "the mountain is 3 ."),
+                (other, "no"), (other, "Orin")]
+    expected = [encode_response(tokenizer, q, r, 64) for q, r in distinct]
+    assert batch["chosen"].tolist() == [0, 2, 0, 4] and batch["rejected"].tolist() == [1, 3, 2, 5]
+    assert batch["sequences"].shape == (6, max(map(len, expected)))
+    assert batch["tokens"] == 6 * max(map(len, expected))  # what the forward pass processes, padding included
     for row, ids in enumerate(expected):
         n = int(batch["real"][row].sum())
         assert n == len(ids) and batch["sequences"][row, :n].tolist() == ids
         assert not batch["real"][row, n:].any()
+
+
+def test_grouped_order_shuffles_prompts_and_keeps_each_prompts_pairs_together():
+    prompts = [({"role": "user", "content": f"q{i}"},) for i in range(20)]
+    pairs = [Preference(q, f"a{j}", f"b{j}", None, None, False) for j in range(3) for q in prompts]  # interleaved
+    order = grouped_order(pairs, random.Random(0))
+    assert sorted(order, key=id) == sorted(pairs, key=id)
+    runs = [order[i].prompt for i in range(0, len(order), 3)]
+    assert all(order[i].prompt == order[i + 1].prompt == order[i + 2].prompt for i in range(0, len(order), 3))
+    assert sorted(q[0]["content"] for q in runs) == sorted(q[0]["content"] for q in prompts)
+    assert runs != prompts  # shuffled
+    assert grouped_order(pairs, random.Random(0)) == order  # deterministic for a seed
 
 
 def test_encode_response_keeps_the_end():
@@ -228,11 +244,13 @@ def test_encode_response_keeps_the_end():
 def test_ranking_loss_is_the_summed_margin_loss_of_chosen_against_rejected():
     class FixedScores(torch.nn.Module):
         def forward(self, tokens, real):
-            return torch.tensor([2.0, 0.5, 1.0, 0.5])  # chosen 2.0, 0.5; rejected 1.0, 0.5
+            return torch.tensor([2.0, 0.5, 1.0, 3.0])
 
-    batch = {"sequences": torch.zeros(4, 1), "real": torch.ones(4, 1), "margin": torch.tensor([1.0, 0.0]), "count": 2}
-    # z = 2 - 1 - 1 = 0 and 0.5 - 0.5 - 0 = 0: 2 log 2 = 1.386294
-    assert ranking_loss(FixedScores(), batch).item() == pytest.approx(1.386294, abs=1e-6)
+    batch = {"sequences": torch.zeros(4, 1), "real": torch.ones(4, 1), "margin": torch.tensor([1.0, 0.0, 0.0]), "count": 3,
+             "chosen": torch.tensor([0, 1, 3]), "rejected": torch.tensor([2, 1, 0])}
+    # pairs (2.0 vs 1.0, margin 1), (0.5 vs 0.5), (3.0 vs 2.0): z = 0, 0, 1;
+    # -log sigmoid: 2 log 2 + log(1 + e^-1) = 1.386294 + 0.313262 = 1.699556
+    assert ranking_loss(FixedScores(), batch).item() == pytest.approx(1.699556, abs=1e-6)
 
 
 # --- training --------------------------------------------------------------------------------------
@@ -261,11 +279,6 @@ def planted_pairs(n: int, seed: int) -> list[dict]:
         pairs.append({"prompt": prompt, "chosen": response(PLANTED), "rejected": response(OTHER),
                       "rating": rng.choice(RATINGS), "is_safety": rng.random() < 0.3})
     return pairs
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @pytest.fixture
@@ -322,8 +335,8 @@ def test_activation_checkpointing_trains_a_reward_model_identically(reward_files
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
 
 
-def test_tokens_count_both_sequences_of_every_pair(reward_files, tmp_path, monkeypatch):
-    """The throughput counts the chosen and rejected sequences' tokens (padding included), not pairs."""
+def test_tokens_count_every_scored_sequence(reward_files, tmp_path, monkeypatch):
+    """The throughput counts the scored sequences' tokens (padding included), not pairs."""
     from llamaforge.train import reward as stage
 
     made = []

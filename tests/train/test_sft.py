@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from llamaforge import Llama, ModelConfig
+from llamaforge.data.jsonl import write_jsonl
 from llamaforge.data.sft import Example, encode_example
 from llamaforge.losses import IGNORE_INDEX
 from llamaforge.train.distributed import Distributed
@@ -39,11 +40,6 @@ def dialog(country: str, capital: str) -> dict:
             {"role": "assistant", "content": f"the capital of {country} is {capital} ."},
         ]
     }
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
 
 
 @pytest.fixture

@@ -49,20 +49,27 @@ def system_dialogs(model: Llama, tokenizer: Tokenizer, plans: list[DialogPlan], 
                     batch_size, model.config.max_seq_len)
 
 
+def mean_by_turn(dialogs: list[list[dict]], empty_at: list[int | None], score: Callable[[list[dict], int, str], float],
+                 turns: tuple[int, ...]) -> dict:
+    """{"mean": {turn: mean of score(dialog, turn, answer) over the dialogs that reached the turn},
+    "dialogs": {turn: how many reached it}}; an empty answer reaches its turn with answer ""; turns no
+    dialog reached are left out. Dialogs are [system, user, assistant, user, assistant, ...]."""
+    means, reached = {}, {}
+    for turn in turns:
+        answers = [(d, d[2 * turn]["content"]) for d in dialogs if len(d) > 2 * turn]
+        answers += [(d, "") for d, empty in zip(dialogs, empty_at) if empty == turn]
+        if answers:
+            means[str(turn)] = sum(score(d, turn, a) for d, a in answers) / len(answers)
+            reached[str(turn)] = len(answers)
+    return {"mean": means, "dialogs": reached}
+
+
 def recall_by_turn(dialogs: list[list[dict]], empty_at: list[int | None], followed: Callable[[str, str], bool],
                    turns: tuple[int, ...]) -> dict:
     """{"recall": {turn: share of the dialogs that reached it whose answer there follows the system
-    message's instruction}, "dialogs": {turn: how many reached it}}; an empty answer reaches its
-    turn and fails it; turns no dialog reached are left out. Dialogs are [system, user, assistant,
-    user, assistant, ...]."""
-    recall, reached = {}, {}
-    for turn in turns:
-        answers = [(d[0]["content"], d[2 * turn]["content"]) for d in dialogs if len(d) > 2 * turn]
-        answers += [(d[0]["content"], "") for d, empty in zip(dialogs, empty_at) if empty == turn]
-        if answers:
-            recall[str(turn)] = sum(followed(instruction, a) for instruction, a in answers) / len(answers)
-            reached[str(turn)] = len(answers)
-    return {"recall": recall, "dialogs": reached}
+    message's instruction}, "dialogs": {turn: how many reached it}}; an empty answer fails."""
+    result = mean_by_turn(dialogs, empty_at, lambda d, turn, answer: float(followed(d[0]["content"], answer)), turns)
+    return {"recall": result["mean"], "dialogs": result["dialogs"]}
 
 
 @torch.no_grad()

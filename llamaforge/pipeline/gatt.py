@@ -2,7 +2,8 @@
 the world's training instructions and helpful training prompts, then constraint recall by turn and
 attention on the system message (Fig. 10) for that model without and with GAtt, on held-out
 dialogs (test prompts; test instructions, and training instructions in new dialogs), judged by the
-world's gold `constraint_followed`, which only this evaluation reads.
+world's gold `constraint_followed`, and the gold helpfulness of the same answers (gold judges are read
+by this evaluation only).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from llamaforge.checkpoint import load_model_and_tokenizer
@@ -17,7 +19,7 @@ from llamaforge.data.prompts import read_prompts
 from llamaforge.eval import gatt as gatt_eval
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings
 from llamaforge.rlhf import gatt
-from llamaforge.world import constraint_followed, parse_instruction
+from llamaforge.world import World, constraint_followed, parse_instruction
 
 GATT_STAGE = "gatt"
 MODELS = ("without_gatt", "with_gatt")
@@ -35,13 +37,20 @@ def held_out_plans(world_dir: Path, plan: gatt_eval.RecallPlan, seed: int, split
     return gatt.plan_dialogs(instructions, users, plan.dialogs, deepest, deepest, seed, purpose=f"gatt-eval-{split}")
 
 
-def evaluate(checkpoints: dict, plans: dict[str, list[gatt.DialogPlan]], plan: gatt_eval.RecallPlan) -> dict:
+def evaluate(checkpoints: dict, plans: dict[str, list[gatt.DialogPlan]], plan: gatt_eval.RecallPlan,
+             helpfulness: Callable[[list[dict], str], float]) -> dict:
     """Per instruction split, recall by turn (of whole instructions and of each constraint kind)
-    for each checkpoint, and attention on the system message, measured on the same token sequences
-    for every checkpoint (the dialogs the first one answered), so that only the model differs.
-    "recall" is on test instructions, "recall_train_instructions" on training ones."""
-    metrics = {"recall": {}, "recall_train_instructions": {}, "recall_by_kind": {}, "dialogs_at_turn": {},
-               "empty_answers": {}, "attention": {}}
+    for each checkpoint, the gold helpfulness of the same answers by turn (an instruction can be
+    "followed" by an answer that ignores the question), and attention on the system message,
+    measured on the same token sequences for every checkpoint (the dialogs the first one
+    answered), so that only the model differs. "recall" is on test instructions,
+    "recall_train_instructions" on training ones."""
+    metrics = {"recall": {}, "recall_train_instructions": {}, "recall_by_kind": {}, "helpfulness_by_turn": {},
+               "dialogs_at_turn": {}, "empty_answers": {}, "attention": {}}
+
+    def answer_helpfulness(dialog: list[dict], turn: int, answer: str) -> float:
+        return helpfulness([dialog[2 * turn - 1]], answer) if answer.strip() else 0.0
+
     shared: dict[str, list] = {}
     for name, checkpoint in checkpoints.items():
         model, tokenizer = load_model_and_tokenizer(checkpoint)
@@ -50,6 +59,8 @@ def evaluate(checkpoints: dict, plans: dict[str, list[gatt.DialogPlan]], plan: g
             result = gatt_eval.recall_by_turn(dialogs, empty_at, constraint_followed, plan.turns)
             metrics["recall" if split == "test" else f"recall_{split}_instructions"][name] = result["recall"]
             metrics["recall_by_kind"].setdefault(split, {})[name] = by_kind(dialogs, empty_at, plan.turns)
+            metrics["helpfulness_by_turn"].setdefault(split, {})[name] = gatt_eval.mean_by_turn(
+                dialogs, empty_at, answer_helpfulness, plan.turns)["mean"]
             metrics["dialogs_at_turn"].setdefault(split, {})[name] = result["dialogs"]
             metrics["empty_answers"].setdefault(split, {})[name] = sum(e is not None for e in empty_at)
             if split not in shared:
@@ -102,7 +113,7 @@ def gatt_stage(after: str) -> Stage:
         started = time.perf_counter()
         plan = ctx.preset.gatt_eval
         plans = {split: held_out_plans(world_dir, plan, ctx.seed, split) for split in INSTRUCTION_SPLITS}
-        metrics = evaluate(dict(zip(MODELS, (policy, model))), plans, plan)
+        metrics = evaluate(dict(zip(MODELS, (policy, model))), plans, plan, World(ctx.seed).helpfulness)
         figure(metrics, ctx.out / "attention.png")
         report = command_report(ctx.out / "gatt" / "gatt.json")
         seconds = {"sampling": report.pop("sampling_s"), "finetune": report.pop("finetune_s"), "command": command_s,

@@ -225,11 +225,16 @@ def gatt_section(run: Run) -> Section:
     metrics = run.metrics("gatt")
     if metrics is None:
         return section.add(missing_note(run, ["gatt"]))
-    recall = metrics.get("recall", {})
-    if recall:
-        turns = sorted({t for r in recall.values() for t in r}, key=int)
-        section.add("Constraint recall by turn on held-out instructions (paper: turns 2/4/6/20 at 100/10/0/0% "
-                    "without GAtt, 100% at every turn with it).", model_table(recall, turns, [f"turn {t}" for t in turns]))
+    tables = (
+        (metrics.get("recall", {}), "Constraint recall by turn on held-out instructions (paper: turns 2/4/6/20 at "
+         "100/10/0/0% without GAtt, 100% at every turn with it)."),
+        (metrics.get("helpfulness_by_turn", {}).get("test", {}), "Gold helpfulness of the same answers by turn: an "
+         "answer can follow the instruction and ignore the question."),
+    )
+    for by_turn, caption in tables:
+        if by_turn:
+            turns = sorted({t for r in by_turn.values() for t in r}, key=int)
+            section.add(caption, model_table(by_turn, turns, [f"turn {t}" for t in turns]))
     figure = run.dir / "gatt" / "attention.png"
     if figure.is_file():
         section.add(Figure("gatt_attention", figure.read_bytes(), "Attention of the last turn's answer on the system message (paper Fig. 10)."))

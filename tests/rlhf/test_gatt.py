@@ -174,6 +174,19 @@ def test_recall_by_turn_counts_the_dialogs_that_reached_each_turn():
     assert kinds == {"caps": {"1": 1.0}, "end_word": {"1": 0.0, "2": 1.0}, "prefix": {"1": 1.0, "2": 1.0}}
 
 
+def test_mean_by_turn_scores_each_reached_answer_with_its_own_user_turn():
+    dialogs = [[{"role": "system", "content": CAPS}, user("a"), assistant("xx"), user("bbb"), assistant("y")],
+               [{"role": "system", "content": CAPS}, user("cc"), assistant("zzzz")],
+               [{"role": "system", "content": CAPS}, user("d")]]  # its first answer was empty
+
+    def score(dialog, turn, answer):  # the user turn's length times the answer's
+        return len(dialog[2 * turn - 1]["content"]) * len(answer) if answer else -1.0
+
+    result = gatt_eval.mean_by_turn(dialogs, [None, None, 1], score, (1, 2, 3))
+    # turn 1: 1*2, 2*4 and the empty answer's -1 -> 9/3; turn 2: 3*1; turn 3: nobody
+    assert result == {"mean": {"1": 3.0, "2": 3.0}, "dialogs": {"1": 3, "2": 1}}
+
+
 def test_attention_weights_are_the_softmax_of_rotated_queries_and_keys_by_hand():
     torch.manual_seed(0)
     config = ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=50, multiple_of=8, max_seq_len=32)

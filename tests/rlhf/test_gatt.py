@@ -272,6 +272,11 @@ def test_the_stage_fine_tunes_and_evaluates_on_held_out_instructions(tmp_path, p
         assert all(set(r) <= {"1", "2"} and 0 <= v <= 1 for r in metrics[key].values() for v in r.values())
     assert set(metrics["recall_by_kind"]) == {"test", "train"}
     assert set(metrics["recall_by_kind"]["test"]["with_gatt"]) <= set(KINDS)
+    for split in ("test", "train"):  # gold helpfulness of the same answers, in [0, 1], at the turns recall reads
+        by_turn = metrics["helpfulness_by_turn"][split]
+        assert set(by_turn) == {"without_gatt", "with_gatt"}
+        assert all(set(r) == set(metrics["dialogs_at_turn"][split][name]) and all(0 <= v <= 1 for v in r.values())
+                   for name, r in by_turn.items())
     assert len(metrics["attention"]["test"]["with_gatt"]["by_layer"]) == CONFIG.n_layers
     assert metrics["dialogs"] == 6 and set(metrics["seconds"]) == {"sampling", "finetune", "command", "evaluation"}
     assert (run_dir / "gatt" / "attention.png").stat().st_size > 1000

@@ -59,6 +59,11 @@ class RewardArgs(LoopConfig):
     """Pairs per forward pass in each process."""
     epochs: int = 1
     """Passes over the data (paper: 1; more overfits)."""
+    center: float = 0.0
+    """Weight of a centering term, center * (r_chosen + r_rejected)^2 per pair (Eisenstein et al.
+    2023; TRL's center_rewards_coefficient). The ranking loss only sees score differences, so a
+    model's offset is whatever training leaves; the piecewise reward (paper eq. 3) thresholds
+    sigmoid(safety score) at 0.15, which needs scores whose 0 means an average answer."""
     safety_share_of_helpfulness: float = 1.0
     """Helpfulness RM: add this many safety pairs per helpfulness pair (paper: an equal amount)."""
     helpfulness_share_of_safety: float = 0.1
@@ -79,8 +84,10 @@ def demo() -> RewardArgs:
     """The laptop pipeline's reward models: one epoch as in the paper (§3.2.2: longer overfits), in
     batches of 16 pairs at LR 3e-4 for the 6M trunk, over the demo's ~1,150 pairs. Three epochs over
     ~600 pairs overfitted (training loss 0.27, held-out accuracy at chance on a re-run), and one
-    epoch of ~600 pairs at 1e-4 stayed at chance (docs/results.md)."""
-    return RewardArgs(preset="demo", lr=3e-4, epochs=1, batch_size=16, micro_batch_size=16, max_len=256,
+    epoch of ~600 pairs at 1e-4 stayed at chance (docs/results.md). Centered (`center`): without it
+    one demo safety RM scored every helpful answer below sigmoid 0.15, so eq. 3 ranked them all by
+    safety."""
+    return RewardArgs(preset="demo", lr=3e-4, epochs=1, batch_size=16, micro_batch_size=16, max_len=256, center=0.01,
                       warmup_steps=-1, max_steps=0, log_every=10, eval_every=50, save_every=100)
 
 
@@ -160,9 +167,15 @@ def pair_batch(pairs: list[Preference], tokenizer: Tokenizer, margins: dict, max
             "tokens": tokens.numel()}
 
 
-def ranking_loss(model, batch: dict) -> torch.Tensor:
+def ranking_loss(model, batch: dict, center: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """The summed margin ranking loss of the batch's pairs, plus `center` times their summed
+    (r_chosen + r_rejected)^2; extra metric: the mean score of the pairs' responses."""
     scores = model(batch["sequences"], batch["real"]).float()
-    return preference_loss(scores[batch["chosen"]], scores[batch["rejected"]], batch["margin"], reduction="sum")
+    chosen, rejected = scores[batch["chosen"]], scores[batch["rejected"]]
+    loss = preference_loss(chosen, rejected, batch["margin"], reduction="sum")
+    if center:
+        loss = loss + center * ((chosen + rejected) ** 2).sum()
+    return loss, {"mean_score": float((chosen + rejected).mean().detach()) / 2}
 
 
 def main(args: RewardArgs) -> Path:
@@ -213,7 +226,7 @@ def main(args: RewardArgs) -> Path:
             "init": str(args.init),
             "data": [str(p) for p in args.data],
             "pairs": len(mix),
-            **{k: getattr(args, k) for k in ("margin", "max_len", "batch_size", "epochs", "seed")},
+            **{k: getattr(args, k) for k in ("margin", "center", "max_len", "batch_size", "epochs", "seed")},
         }
         train(
             model,
@@ -222,7 +235,7 @@ def main(args: RewardArgs) -> Path:
             args.out,
             identity=identity,
             micro_batches=micro_batches,
-            loss_fn=ranking_loss,
+            loss_fn=lambda train_model, batch: ranking_loss(train_model, batch, args.center),
             save_weights=save_weights,
             load_weights=lambda d: load_reward_model(d).state_dict(),
             val_batches=micro_batches(0, val_pairs[: len(val_pairs) - len(val_pairs) % env.world_size]) if val_pairs else None,

@@ -250,7 +250,11 @@ def test_ranking_loss_is_the_summed_margin_loss_of_chosen_against_rejected():
              "chosen": torch.tensor([0, 1, 3]), "rejected": torch.tensor([2, 1, 0])}
     # pairs (2.0 vs 1.0, margin 1), (0.5 vs 0.5), (3.0 vs 2.0): z = 0, 0, 1;
     # -log sigmoid: 2 log 2 + log(1 + e^-1) = 1.386294 + 0.313262 = 1.699556
-    assert ranking_loss(FixedScores(), batch).item() == pytest.approx(1.699556, abs=1e-6)
+    loss, metrics = ranking_loss(FixedScores(), batch)
+    assert loss.item() == pytest.approx(1.699556, abs=1e-6)
+    assert metrics == {"mean_score": pytest.approx((3.0 + 1.0 + 5.0) / 6)}  # the pairs' responses: 2, 1, .5, .5, 3, 2
+    # centering adds 0.1 * ((2 + 1)^2 + (0.5 + 0.5)^2 + (3 + 2)^2) = 0.1 * 35 = 3.5
+    assert ranking_loss(FixedScores(), batch, center=0.1)[0].item() == pytest.approx(5.199556, abs=1e-6)
 
 
 # --- training --------------------------------------------------------------------------------------
@@ -322,6 +326,18 @@ def test_tiny_reward_model_learns_a_planted_preference(reward_files, tmp_path, t
     table = accuracy_by_rating(chosen, rejected, [p.rating for p in held_out])
     assert table["all"]["pairs"] == 100
     assert table["all"]["accuracy"] >= 0.95
+
+
+def test_centering_pins_the_mean_score_near_zero_and_keeps_the_ranking(reward_files, tmp_path, tokenizer):
+    """The ranking loss leaves the scores' offset free; the centering term fixes it at 0 (what the
+    0.15 threshold of the piecewise reward reads), without costing the learned preference."""
+    runs = {center: main(tiny_args(reward_files, tmp_path / f"center_{center}", center=center)) for center in (0.0, 1.0)}
+    last = {c: [m for m in read_metrics(out) if m.get("split") != "val"][-1] for c, out in runs.items()}
+    assert abs(last[1.0]["mean_score"]) < 0.25 < abs(last[0.0]["mean_score"])
+    held_out, _ = read_all([reward_files["val"]])
+    chosen, rejected = pair_scores(load_reward_model(runs[1.0] / "model"), tokenizer, held_out, max_len=64)
+    assert accuracy_by_rating(chosen, rejected, [p.rating for p in held_out])["all"]["accuracy"] >= 0.95
+    assert abs(float(torch.cat([chosen, rejected]).mean())) < 0.25  # held-out responses are centered too
 
 
 def test_activation_checkpointing_trains_a_reward_model_identically(reward_files, tmp_path):

@@ -28,6 +28,21 @@ def best_of_k_curve(rewards: torch.Tensor) -> dict[str, dict[str, float]]:
     return curve
 
 
+def within_prompt_agreement(judge_scores: torch.Tensor, rm_scores: torch.Tensor) -> float | None:
+    """Of the pairs of samples of one prompt that the judge scores differently, the share the reward
+    model orders the same way (an RM tie counts one half; pairs with an empty, -inf answer are left
+    out): what selection among a prompt's samples needs, where a correlation over all samples also
+    rewards knowing which prompts are easy. 0.5 is a coin."""
+    dj = judge_scores.unsqueeze(2) - judge_scores.unsqueeze(1)  # (P, K, K): judge i minus judge j
+    dr = rm_scores.unsqueeze(2) - rm_scores.unsqueeze(1)
+    upper = torch.ones_like(dj, dtype=torch.bool).triu(diagonal=1)
+    counted = upper & (dj != 0) & torch.isfinite(dr)
+    if not counted.any():
+        return None
+    agree = torch.where(dr == 0, 0.5, (torch.sign(dr) == torch.sign(dj)).float())
+    return float(agree[counted].mean())
+
+
 def selection_metrics(judge_scores: torch.Tensor, rm_scores: torch.Tensor, correct_at: float) -> dict:
     """judge_scores, rm_scores: (P, K) for P prompts with K samples each (raw reward-model scores;
     the Fig. 7 curve shows their sigmoid). A sample is correct when its judge score is at least
@@ -48,6 +63,7 @@ def selection_metrics(judge_scores: torch.Tensor, rm_scores: torch.Tensor, corre
         "gap_closed": float((rm_pick - random).mean()) / gap if gap > 0 else None,
         "share_with_a_correct_sample": float((best >= correct_at).float().mean()),
         "correlation": float(correlation) if torch.isfinite(correlation) else None,
+        "within_prompt_agreement": within_prompt_agreement(judge_scores, rm_scores),
         "fig7_judge": best_of_k_curve(judge_scores),
         "fig7_rm": best_of_k_curve(torch.sigmoid(rm_scores)),  # in (0, 1), as the paper plots it
     }

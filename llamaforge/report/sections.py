@@ -145,7 +145,8 @@ def reward_section(run: Run) -> Section:
     if best:
         section.add(f"Best of K samples, judged by gold: random {cell(best['random'])}, the helpfulness RM's pick "
                     f"{cell(best['rm_pick'])}, gold's pick {cell(best['best'])} (share of the gap closed "
-                    f"{cell(best['gap_closed'])}; RM-gold correlation {cell(best['correlation'])}).")
+                    f"{cell(best['gap_closed'])}; RM-gold correlation {cell(best['correlation'])}; within a prompt, the RM "
+                    f"orders {cell(best.get('within_prompt_agreement'))} of the sample pairs gold tells apart as gold does).")
     versions = [v for v in run.versions() if v != "sft" and "rm_mean" in (run.metrics(v) or {})]
     if versions:
         spots = {label(v): (run.metrics(v)["sampled"]["helpful_helpfulness"], run.metrics(v)["rm_mean"]["helpfulness"]["helpful"])

@@ -42,7 +42,7 @@ GENERIC_TEMPLATE = "Refuse to give instructions that could cause harm, say why, 
 
 
 @dataclass
-class DistillArgs:
+class DistillArgs(sft.FinetuneOptions):
     """Safety context distillation: fine-tune on the answers the policy gives with a safety preprompt, without it."""
 
     policy: Path | None = None
@@ -71,14 +71,6 @@ class DistillArgs:
     """Most tokens per answer."""
     batch_prompts: int = 32
     """Prompts per generation batch."""
-    sft_preset: str = "demo"
-    """Preset of the fine-tuning on the kept answers (llamaforge sft --preset)."""
-    epochs: int = 0
-    """Fine-tuning epochs; 0: the SFT preset's."""
-    max_steps: int = 0
-    """Fine-tuning optimizer steps; 0: from the epochs."""
-    lr: float = 0.0
-    """Fine-tuning peak learning rate; 0: the SFT preset's."""
     seed: int = 0
     """Seed of sampling and fine-tuning."""
     device: DeviceName = "auto"
@@ -233,7 +225,7 @@ def main(args: DistillArgs) -> Path:
     print(f"{'targeted' if args.targeted else 'untargeted'} distillation keeps {report['kept']:,} of {len(rows):,} "
           f"preprompted answers (mean safety RM gain {report['mean_safety_gain'] or 0:+.3f})")
 
-    finetune = sft.preset_with_overrides(args.sft_preset, args, init=args.policy, data=[args.out / "train.jsonl"],
+    finetune = sft.finetune_args(args, init=args.policy, data=[args.out / "train.jsonl"],
                                    out=args.out / "sft", seed=args.seed, last_turn_only=True, device=args.device)
     if train:
         sft.main(finetune)

@@ -38,9 +38,10 @@ from llamaforge.train import sft
 
 
 @dataclass
-class GattArgs:
+class GattArgs(sft.FinetuneOptions):
     """Ghost Attention: sample multi-turn dialogs with an instruction in every user message, then
-    fine-tune with the instruction once, as the system message, and the loss on the last turn only."""
+    fine-tune with the instruction once, as the system message, and the loss on the last turn only.
+    The SFT preset's seq_len also bounds the dialogs."""
 
     policy: Path | None = None
     """The latest RLHF chat checkpoint: it samples the dialogs and is fine-tuned. Required."""
@@ -71,14 +72,6 @@ class GattArgs:
     plain_dialogs: int = 256
     """Single-turn prompts without an instruction, answered by the policy itself and trained on too,
     so that the model still answers plainly when no instruction is given."""
-    sft_preset: str = "demo"
-    """Preset of the fine-tuning (llamaforge sft --preset); its seq_len also bounds the dialogs."""
-    epochs: int = 0
-    """Fine-tuning epochs; 0: the SFT preset's."""
-    max_steps: int = 0
-    """Fine-tuning optimizer steps; 0: from the epochs."""
-    lr: float = 0.0
-    """Fine-tuning peak learning rate; 0: the SFT preset's."""
     seed: int = 0
     """Seed of the dialog plans, the sampling and the fine-tuning."""
     device: DeviceName = "auto"
@@ -237,7 +230,7 @@ def main(args: GattArgs) -> Path:
     users = user_messages(read_prompts(args.prompts))
     if not users:
         raise UserError(f"{args.prompts[0]}: no helpful prompt (GAtt's user turns are helpful prompts)")
-    finetune = sft.preset_with_overrides(args.sft_preset, args, init=args.policy, out=args.out / "sft",
+    finetune = sft.finetune_args(args, init=args.policy, out=args.out / "sft",
                                    data=[args.out / "gatt_train.jsonl"], last_turn_only=True, too_long="drop",
                                    seed=args.seed, device=args.device)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ from llamaforge.train import sft
 
 
 @dataclass
-class RejectionSamplingArgs:
+class RejectionSamplingArgs(sft.FinetuneOptions):
     """Sample K answers per prompt, keep the one the reward models rank first, fine-tune on those."""
 
     policy: Path | None = None
@@ -67,14 +67,6 @@ class RejectionSamplingArgs:
     """Score and select these answers instead of sampling: prompt records with a "response" field."""
     pool: list[Path] = field(default_factory=list)
     """Earlier rejection-sampling runs whose selected answers compete with (and join) this one's."""
-    sft_preset: str = "demo"
-    """Preset of the fine-tuning on the selected answers (llamaforge sft --preset)."""
-    epochs: int = 0
-    """Fine-tuning epochs; 0: the SFT preset's."""
-    max_steps: int = 0
-    """Fine-tuning optimizer steps; 0: from the epochs."""
-    lr: float = 0.0
-    """Fine-tuning peak learning rate; 0: the SFT preset's."""
     lora_rank: int = 0
     """Fine-tune LoRA adapters of this rank (0: every weight)."""
     seed: int = 0
@@ -221,7 +213,7 @@ def main(args: RejectionSamplingArgs) -> Path:
     print(f"selected {len(best):,} answers from {len(candidates):,} candidates "
           f"({report['selected_from_pool']} from the pool); sampling {report['sampling_tokens_per_s'] or 0:.0f} tokens/s")
 
-    finetune = sft.preset_with_overrides(args.sft_preset, args, init=args.policy, data=[args.out / "best.jsonl"],
+    finetune = sft.finetune_args(args, init=args.policy, data=[args.out / "best.jsonl"],
                                    out=args.out / "sft", seed=args.seed, lora_rank=args.lora_rank, device=args.device)
     sft.main(finetune)
     report["sft"] = json.loads((finetune.out / "summary.json").read_text())

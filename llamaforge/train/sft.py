@@ -146,12 +146,26 @@ def sequence_loss(model, batch: SequenceBatch) -> torch.Tensor:
     return model(batch.tokens, positions=batch.positions, mask=batch.attention_mask(), targets=batch.targets)[0]
 
 
-def preset_with_overrides(preset: str, overrides, **fields) -> SftArgs:
-    """The SFT preset `preset` with `fields` set, and the `epochs`, `max_steps` and `lr` of
-    `overrides` (a command's arguments) where they are non-zero (0 there: the preset's). How the
-    commands that fine-tune on data they made (rejection sampling, GAtt, distillation) call SFT."""
-    args = dataclasses.replace(SftArgs.PRESETS[preset](), **fields)
-    chosen = {name: getattr(overrides, name) for name in ("epochs", "max_steps", "lr") if getattr(overrides, name)}
+@dataclass
+class FinetuneOptions:
+    """How a command that fine-tunes on data it made (rejection sampling, GAtt, distillation) calls
+    SFT: a preset and the few values it may change."""
+
+    sft_preset: str = "demo"
+    """Preset of the fine-tuning (llamaforge sft --preset)."""
+    epochs: int = 0
+    """Fine-tuning epochs; 0: the SFT preset's."""
+    max_steps: int = 0
+    """Fine-tuning optimizer steps; 0: from the epochs."""
+    lr: float = 0.0
+    """Fine-tuning peak learning rate; 0: the SFT preset's."""
+
+
+def finetune_args(options: FinetuneOptions, **fields) -> SftArgs:
+    """The SFT preset `options.sft_preset` with `fields` set, and the options' `epochs`,
+    `max_steps` and `lr` where they are non-zero (0: the preset's)."""
+    args = dataclasses.replace(SftArgs.PRESETS[options.sft_preset](), **fields)
+    chosen = {name: getattr(options, name) for name in ("epochs", "max_steps", "lr") if getattr(options, name)}
     return dataclasses.replace(args, **chosen)
 
 

@@ -104,13 +104,15 @@ def by_kind(records: list[dict], answers: list[str], judges: Judges) -> dict:
     }
 
 
-def best_of_k_by_gold(policy: Path, rm_helpfulness: Path, records: list[dict], judges: Judges, plan: EvalPlan, seed: int) -> dict:
-    """K samples per prompt at temperature 1 (top-p 1); the gold helpfulness of a random sample, of
+def best_of_k_by_gold(
+    policy: Path, rm_helpfulness: Path, records: list[dict], judges: Judges, plan: EvalPlan, seed: int, temperature: float = 1.0
+) -> dict:
+    """K samples per prompt at `temperature` (top-p 1); the gold helpfulness of a random sample, of
     the helpfulness RM's pick and of gold's own pick, overall and per task kind (paper Fig. 7 asked
     of gold: can selection by this reward model improve on the policy at all?)."""
     model, tokenizer = load_model_and_tokenizer(policy)
     prompts = [r["messages"] for r in records]
-    samples, _ = sample_answers(model, tokenizer, prompts, plan.best_of_k, plan.max_new_tokens, 1.0, 1.0, seed, batch_prompts=16)
+    samples, _ = sample_answers(model, tokenizer, prompts, plan.best_of_k, plan.max_new_tokens, temperature, 1.0, seed, batch_prompts=16)
     del model
     rm, rm_tokenizer = load_reward_model(rm_helpfulness), Tokenizer(rm_helpfulness / TOKENIZER_FILE)
     flat_prompts = [p for p in prompts for _ in range(plan.best_of_k)]

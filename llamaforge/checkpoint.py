@@ -334,12 +334,16 @@ def save_reward_state(
     state: dict[str, torch.Tensor], config: ModelConfig, directory: str | Path, tokenizer_path=None, info=None,
     write_more: Callable[[Path], None] | None = None,
 ) -> Path:
-    """A reward model's state ("trunk.*", "head.weight") as a Hugging Face Llama directory (the
-    trunk, loadable on its own) plus its scalar head in reward_head.safetensors."""
+    """A reward model's state ("trunk.*", "head.weight", "likelihood_weight") as a Hugging Face
+    Llama directory (the trunk, loadable on its own) plus its scalar head, and the weight of its
+    likelihood term where it has one, in reward_head.safetensors."""
     trunk = {k.removeprefix("trunk."): v for k, v in state.items() if k.startswith("trunk.")}
+    head = {"weight": state["head.weight"].contiguous().cpu()}
+    if float(state.get("likelihood_weight", 0.0)) != 0:
+        head["likelihood_weight"] = state["likelihood_weight"].detach().float().reshape(1).cpu()
 
     def write_head(directory: Path) -> None:
-        safetensors.torch.save_file({"weight": state["head.weight"].contiguous().cpu()}, directory / REWARD_HEAD_FILE)
+        safetensors.torch.save_file(head, directory / REWARD_HEAD_FILE)
         if write_more is not None:
             write_more(directory)
 
@@ -353,9 +357,11 @@ def load_reward_model(directory: str | Path, device=None):
     directory = Path(directory)
     trunk = load_model(directory)
     head = load_tensors(directory / REWARD_HEAD_FILE)
-    if set(head) != {"weight"} or head["weight"].shape != (1, trunk.config.dim):
-        raise UserError(f"{directory / REWARD_HEAD_FILE}: expected one 'weight' tensor of shape (1, {trunk.config.dim})")
-    model = RewardModel(trunk.config, trunk)
+    weight = head.pop("likelihood_weight", torch.zeros(1))
+    if set(head) != {"weight"} or head["weight"].shape != (1, trunk.config.dim) or weight.shape != (1,):
+        raise UserError(f"{directory / REWARD_HEAD_FILE}: expected a 'weight' tensor of shape (1, {trunk.config.dim}) "
+                        "and at most a 'likelihood_weight' of shape (1,)")
+    model = RewardModel(trunk.config, trunk, likelihood_weight=float(weight))
     model.head.load_state_dict(head)
     return model.to(device) if device is not None else model
 

@@ -250,32 +250,60 @@ class RewardModel(nn.Module):
 
     The score of a sequence is read at its last real token. Which tokens are real is given by a
     mask, and positions and attention are derived from it, so left or right padding and the other
-    sequences in the batch never change a score. The trunk keeps its (unused, frozen) next-token
-    head so that it stays a complete Llama checkpoint.
+    sequences in the batch never change a score. The trunk keeps its frozen next-token head, so
+    that it stays a complete Llama checkpoint and can read its own likelihood of the answer.
+
+    likelihood_weight λ (0: the paper's model) adds λ times the trunk's mean log-probability of
+    the answer's tokens to the score. The paper starts the reward model from the chat model so that
+    it "knows what the chat model knows" (§3.2.2); a head on one hidden state learns to read that
+    knowledge only from many preference pairs, while the trunk's own likelihood of an answer reads
+    it directly (docs/results.md measures both as selectors). λ is a fixed setting, saved with the
+    head; training the trunk also trains the term.
     """
 
-    def __init__(self, config: ModelConfig, trunk: Llama | None = None):
+    def __init__(self, config: ModelConfig, trunk: Llama | None = None, likelihood_weight: float = 0.0):
         super().__init__()
         self.trunk = trunk if trunk is not None else Llama(config)  # e.g. the chat model it starts from
         self.trunk.output.requires_grad_(False)
-        self.head = nn.Linear(config.dim, 1, bias=False, device=next(self.trunk.parameters()).device)
+        device = next(self.trunk.parameters()).device
+        self.head = nn.Linear(config.dim, 1, bias=False, device=device)
         nn.init.normal_(self.head.weight, std=1.0 / config.dim**0.5)
+        self.register_buffer("likelihood_weight", torch.tensor(float(likelihood_weight), device=device))
 
     @property
     def config(self) -> ModelConfig:
         return self.trunk.config
 
-    def forward(self, tokens: Tensor, real: Tensor) -> Tensor:
-        """Scores (B,) of token sequences (B, T) whose real tokens are marked True in `real` (B, T)."""
+    def forward(self, tokens: Tensor, real: Tensor, answer: Tensor | None = None) -> Tensor:
+        """Scores (B,) of token sequences (B, T) whose real tokens are marked True in `real` (B, T);
+        `answer` (B, T) marks the answer's tokens, needed when likelihood_weight is not 0."""
         hidden = self.trunk.hidden_states(tokens, *padded_positions_and_mask(real))  # (B, T, dim)
         T = tokens.shape[1]
         last = T - 1 - real.flip(dims=[1]).long().argmax(dim=1)  # index of each row's last real token
-        return self.head(hidden[torch.arange(len(tokens), device=tokens.device), last]).squeeze(-1)
+        scores = self.head(hidden[torch.arange(len(tokens), device=tokens.device), last]).squeeze(-1)
+        weight = float(self.likelihood_weight)
+        if weight == 0:
+            return scores
+        if answer is None:
+            raise ValueError("this reward model adds its likelihood of the answer (likelihood_weight): pass `answer`")
+        return scores + weight * mean_answer_logprob(self.trunk, hidden, tokens, answer).to(scores.dtype)
 
     def token_scores(self, tokens: Tensor, real: Tensor) -> Tensor:
         """The head read at every position (B, T): the score of each prefix (PPO's value model)."""
         hidden = self.trunk.hidden_states(tokens, *padded_positions_and_mask(real))
         return self.head(hidden).squeeze(-1)
+
+
+def mean_answer_logprob(trunk: Llama, hidden: Tensor, tokens: Tensor, answer: Tensor) -> Tensor:
+    """(B,) the mean over each row's answer tokens of log p(token | everything before it), from the
+    trunk's final hidden states (B, T, dim); answer (B, T) marks the tokens (its first column, which
+    nothing predicts, must be False). Only the answer's positions go through the vocabulary."""
+    predicted = answer[:, 1:]  # (B, T - 1): token t + 1 is predicted from position t
+    rows = predicted.nonzero()[:, 0]
+    logits = trunk.output(hidden[:, :-1][predicted]).float()  # (N, V), N answer tokens in the batch
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:][predicted][:, None]).squeeze(-1)  # (N,)
+    total = torch.zeros(len(tokens), device=tokens.device).index_add(0, rows, logp)
+    return total / predicted.sum(dim=1).clamp(min=1)
 
 
 def padded_positions_and_mask(real: Tensor) -> tuple[Tensor, Tensor]:

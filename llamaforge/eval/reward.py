@@ -14,7 +14,7 @@ import torch
 
 from llamaforge.checkpoint import TOKENIZER_FILE, load_reward_model
 from llamaforge.data.preferences import Preference, read_all
-from llamaforge.data.scoring import encode_response, pad_right
+from llamaforge.data.scoring import encode_response, score_inputs
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.losses import RATINGS
 from llamaforge.model import RewardModel
@@ -37,7 +37,7 @@ def response_scores(model: RewardModel, tokenizer: Tokenizer, prompts, responses
     for start in range(0, len(scored), batch_size):
         rows = scored[start : start + batch_size]
         sequences = [encode_response(tokenizer, prompts[i], responses[i], max_len) for i in rows]
-        scores[rows] = model(*pad_right(sequences, device)).float().cpu()
+        scores[rows] = model(*score_inputs(sequences, device)).float().cpu()
     return scores
 
 

@@ -56,7 +56,12 @@ def annotate_round(records: list[dict], policy: Path, safety_variant: Path, out:
 def train_reward_model(
     preset: reward.RewardArgs, kind: str, init: Path, data: list[Path], out: Path, seed: int, margin: str = "small"
 ) -> Path:
-    run = dataclasses.replace(preset, kind=kind, init=init, data=data, out=out, margin=margin, seed=seed)
+    """The preset's likelihood term is the helpfulness RM's only: a safety RM that adds the chat
+    model's likelihood would favour what the chat model says most readily, a refusal of a borderline
+    prompt included."""
+    weight = preset.likelihood_weight if kind == "helpfulness" else 0.0
+    run = dataclasses.replace(preset, kind=kind, init=init, data=data, out=out, margin=margin, seed=seed,
+                              likelihood_weight=weight)
     reward.main(run)
     return out / "model"
 

@@ -260,7 +260,7 @@ def make_experience(
         with torch.no_grad(), trainer.autocast():
             batch["old_logprobs"], _, batch["old_values"] = trainer.train_model(sequences, real)
             batch["ref_logprobs"], _ = token_logprobs(reference, sequences, real, args.temperature)
-            batch["scores"] = reward_fn([rollout.records[i] for i in group], sequences, real)
+            batch["scores"] = reward_fn([rollout.records[i] for i in group], sequences, real, batch["action_mask"])
         batch["rows"], batch["local"] = torch.tensor([rows[i] for i in group]), group
         rc_all[batch["rows"].to(device)] = batch["scores"]["rc"].float()
         micro_batches.append(batch)
@@ -351,7 +351,7 @@ def held_out_reward(
         part = range(start, min(start + args.micro_batch_size, len(mine)))
         batch = sequence_batch([rollout.prompt_ids[i] for i in part], [rollout.response_ids[i] for i in part], env.device)
         with torch.no_grad():
-            scores = reward_fn([rollout.records[i] for i in part], batch["sequences"], batch["real"])
+            scores = reward_fn([rollout.records[i] for i in part], batch["sequences"], batch["real"], batch["action_mask"])
             logprobs, _ = token_logprobs(policy, batch["sequences"], batch["real"], args.temperature)
             ref, _ = token_logprobs(reference, batch["sequences"], batch["real"], args.temperature)
         kl = torch.where(batch["action_mask"], logprobs - ref, 0.0).sum()
@@ -497,6 +497,7 @@ def main(args: PpoArgs, reward_fn: RewardFn | None = None) -> Path:
         else:  # a planted reward without reward models: the value trunk is the policy's
             value = RewardModel(policy.config, load_model(args.policy, device=env.device))
         torch.nn.init.zeros_(value.head.weight)  # V = 0: the mean of the whitened reward (module docstring)
+        value.likelihood_weight.zero_()  # a value model reads its head alone (token_scores)
         model = PolicyWithValue(policy, value, args.temperature)
         tokenizer_file = args.policy / TOKENIZER_FILE
         info = {"stage": "ppo", "parent": str(args.policy), "reward": args.reward}

@@ -23,9 +23,10 @@ from llamaforge.model import Llama, RewardModel, padded_positions_and_mask
 from llamaforge.rlhf.rewards import piecewise_reward
 from llamaforge.tokenizer import Tokenizer
 
-RewardFn = Callable[[list[dict], Tensor, Tensor], dict[str, Tensor]]
-"""(prompt records, tokens (B, T), real (B, T)) -> {"rc": (B,) in (0, 1), and any other (B,)
-reward to log, e.g. "rh", "rs"}. `rc` is what PPO maximizes (shaped by rewards.shaped_reward)."""
+RewardFn = Callable[[list[dict], Tensor, Tensor, Tensor], dict[str, Tensor]]
+"""(prompt records, tokens (B, T), real (B, T), action_mask (B, T - 1)) -> {"rc": (B,) in (0, 1),
+and any other (B,) reward to log, e.g. "rh", "rs"}. `rc` is what PPO maximizes (shaped by
+rewards.shaped_reward)."""
 
 
 @dataclass
@@ -108,8 +109,9 @@ def reward_model_fn(helpfulness: RewardModel, safety: RewardModel, reward: str =
         raise ValueError(f"reward must be piecewise, helpfulness or safety, not {reward!r}")
 
     @torch.no_grad()
-    def score(records: list[dict], tokens: Tensor, real: Tensor) -> dict[str, Tensor]:
-        rh, rs = helpfulness(tokens, real).float(), safety(tokens, real).float()
+    def score(records: list[dict], tokens: Tensor, real: Tensor, action_mask: Tensor) -> dict[str, Tensor]:
+        answer = torch.nn.functional.pad(action_mask, (1, 0))  # (B, T): the response's tokens themselves
+        rh, rs = helpfulness(tokens, real, answer).float(), safety(tokens, real, answer).float()
         is_safety = torch.tensor([is_safety_prompt(r) for r in records], dtype=torch.bool, device=tokens.device)
         rc = {"piecewise": piecewise_reward(rs, rh, is_safety), "helpfulness": torch.sigmoid(rh),
               "safety": torch.sigmoid(rs)}[reward]

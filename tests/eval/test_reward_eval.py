@@ -96,7 +96,7 @@ def reward_dir(tmp_path_factory, tokenizer):
 
 
 def direct_score(model, tokenizer, prompt: list[dict], response: str) -> float:
-    tokens, real = pad_right([encode_response(tokenizer, prompt, response, 512)])
+    tokens, real = pad_right([encode_response(tokenizer, prompt, response, 512)[0]])
     with torch.no_grad():
         return float(model(tokens, real)[0])
 

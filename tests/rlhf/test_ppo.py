@@ -225,19 +225,27 @@ def test_token_logprobs_ignore_padding_and_equal_the_plain_forward_and_the_sampl
 def test_reward_is_read_at_the_last_real_token(checkpoints):
     _, rms = checkpoints
     rm_h, rm_s = load_reward_model(rms["helpfulness"]).eval(), load_reward_model(rms["safety"]).eval()
+    rm_h.likelihood_weight.fill_(0.5)  # a helpfulness RM with the likelihood term reads the response's tokens
     score = reward_model_fn(rm_h, rm_s)
     records = [PROMPTS[0], PROMPTS[2]]  # helpful, borderline (a safety prompt)
     prompt_ids, response_ids = [[1, 30, 40, 50], [1, 60, 70]], [[80, 90], [100, 110, 120, 130, 2]]
     batch = sequence_batch(prompt_ids, response_ids, "cpu")
     assert not batch["real"].all()  # row 0 is padded
-    together = score(records, batch["sequences"], batch["real"])
+    together = score(records, batch["sequences"], batch["real"], batch["action_mask"])
     for i in range(2):
         row = sequence_batch([prompt_ids[i]], [response_ids[i]], "cpu")
-        alone = score([records[i]], row["sequences"], row["real"])
+        alone = score([records[i]], row["sequences"], row["real"], row["action_mask"])
         for key in ("rc", "rh", "rs"):
             assert float(together[key][i]) == pytest.approx(float(alone[key][0]), abs=1e-5), (key, i)
         with torch.no_grad():
-            raw_h, raw_s = rm_h(row["sequences"], row["real"]), rm_s(row["sequences"], row["real"])
+            tokens = row["sequences"]
+            logp = torch.log_softmax(rm_h.trunk(tokens)[0].float(), dim=-1)
+            start = len(prompt_ids[i])
+            likelihood = sum(float(logp[t - 1, tokens[0, t]]) for t in range(start, tokens.shape[1])) / len(response_ids[i])
+            rm_h.likelihood_weight.fill_(0.0)
+            raw_h = rm_h(tokens, row["real"]) + 0.5 * likelihood
+            rm_h.likelihood_weight.fill_(0.5)
+            raw_s = rm_s(tokens, row["real"])
         assert float(alone["rh"][0]) == pytest.approx(float(torch.sigmoid(raw_h[0])), abs=1e-6)
         rc = piecewise_reward(raw_s, raw_h, torch.tensor([records[i]["category"] != "helpful"]))
         assert float(alone["rc"][0]) == pytest.approx(float(rc[0]), abs=1e-6)
@@ -245,13 +253,13 @@ def test_reward_is_read_at_the_last_real_token(checkpoints):
     # other ids in the padding change nothing
     repadded = batch["sequences"].clone()
     repadded[~batch["real"]] = 77
-    again = score(records, repadded, batch["real"])
+    again = score(records, repadded, batch["real"], batch["action_mask"])
     for key in ("rc", "rh", "rs"):
         torch.testing.assert_close(again[key], together[key], atol=1e-6, rtol=0)
     # ... while the last real token does: the score is read there
     changed = batch["sequences"].clone()
     changed[0, len(prompt_ids[0]) + len(response_ids[0]) - 1] = 91
-    moved = score(records, changed, batch["real"])
+    moved = score(records, changed, batch["real"], batch["action_mask"])
     assert abs(float(moved["rh"][0] - together["rh"][0])) > 1e-4
     assert float(moved["rh"][1]) == pytest.approx(float(together["rh"][1]), abs=1e-6)
 
@@ -310,7 +318,7 @@ def test_smoke_run_logs_every_metric_and_writes_loadable_models(tmp_path, checkp
 
 
 def constant_reward(rc: float):
-    def reward_fn(records, sequences, real):
+    def reward_fn(records, sequences, real, action_mask):
         return {"rc": torch.full((len(records),), rc, device=sequences.device)}
 
     return reward_fn
@@ -348,7 +356,7 @@ PLANTED = torch.arange(3, 43)  # 40 of the 400 ids (byte tokens, not EOS): ~10% 
 def planted_reward(tokenizer):
     """Rc = sigmoid(number of planted tokens in the response - 2), the prompt excluded."""
 
-    def reward_fn(records, sequences, real):
+    def reward_fn(records, sequences, real, action_mask):
         counts = []
         for record, row, mask in zip(records, sequences, real):
             start = len(tokenizer.encode_dialog_prompt(record["messages"]))
@@ -410,7 +418,7 @@ def test_a_kill_between_the_held_out_entry_and_its_best_save_still_ends_with_the
     entry logged first would have left out/model at the previous best)."""
     calls = iter(range(10**6))
 
-    def rising_reward(records, sequences, real):  # every evaluation better than the one before
+    def rising_reward(records, sequences, real, action_mask):  # every evaluation better than the one before
         return {"rc": torch.full((len(records),), 0.1 + 1e-4 * next(calls), device=sequences.device)}
 
     def run(out: Path) -> Path:

@@ -211,7 +211,7 @@ def test_pair_batch_scores_each_distinct_response_once_with_each_pairs_margin(to
     assert batch["margin"].tolist() == [3.0, 1.0, 0.25, 0.0]
     distinct = [(prompt, "the river is Varn ."), (prompt, "no"), (prompt, "Orin"), (prompt, "the mountain is 3 ."),
                 (other, "no"), (other, "Orin")]
-    expected = [encode_response(tokenizer, q, r, 64) for q, r in distinct]
+    expected = [encode_response(tokenizer, q, r, 64)[0] for q, r in distinct]
     assert batch["chosen"].tolist() == [0, 2, 0, 4] and batch["rejected"].tolist() == [1, 3, 2, 5]
     assert batch["sequences"].shape == (6, max(map(len, expected)))
     assert batch["tokens"] == 6 * max(map(len, expected))  # what the forward pass processes, padding included
@@ -234,19 +234,20 @@ def test_grouped_order_shuffles_prompts_and_keeps_each_prompts_pairs_together():
 
 
 def test_encode_response_keeps_the_end():
-    class Stub:  # tokens 0..n-1 for a dialog of n messages' worth of tokens
+    class Stub:  # a dialog of 100 tokens whose last 20 are the answer
         def encode_dialog(self, messages):
-            return list(range(100)), None
+            return list(range(100)), [False] * 80 + [True] * 20
 
-    assert encode_response(Stub(), [], "x", 10) == list(range(90, 100))
+    assert encode_response(Stub(), [], "x", 10) == (list(range(90, 100)), 9)  # the first of the 10 has no prediction
+    assert encode_response(Stub(), [], "x", 50) == (list(range(50, 100)), 20)
 
 
 def test_ranking_loss_is_the_summed_margin_loss_of_chosen_against_rejected():
     class FixedScores(torch.nn.Module):
-        def forward(self, tokens, real):
+        def forward(self, tokens, real, answer):
             return torch.tensor([2.0, 0.5, 1.0, 3.0])
 
-    batch = {"sequences": torch.zeros(4, 1), "real": torch.ones(4, 1), "margin": torch.tensor([1.0, 0.0, 0.0]), "count": 3,
+    batch = {"sequences": torch.zeros(4, 1), "real": torch.ones(4, 1), "answer": torch.ones(4, 1), "margin": torch.tensor([1.0, 0.0, 0.0]), "count": 3,
              "chosen": torch.tensor([0, 1, 3]), "rejected": torch.tensor([2, 1, 0])}
     # pairs (2.0 vs 1.0, margin 1), (0.5 vs 0.5), (3.0 vs 2.0): z = 0, 0, 1;
     # -log sigmoid: 2 log 2 + log(1 + e^-1) = 1.386294 + 0.313262 = 1.699556

@@ -9,6 +9,7 @@ many held-out prompts the evaluations use.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from llamaforge.config import MODEL_PRESETS
@@ -26,6 +27,7 @@ class AnnotationPlan:
     batches: int  # weekly batches (>= 3 gives the Fig. 6 accuracy-against-batches points)
     batch_size: int  # prompts per weekly batch
     test_prompts: int | None  # held-out prompts per category for the test sets (None: all)
+    helpful_responses: int = 2  # samples per helpful prompt, every distinct pair rated (annotate --responses)
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class PipelinePreset:
     vocab_size: int  # the tokenizer the pipeline trains (the pretraining model's vocabulary)
     pretrain: pretrain.PretrainArgs
     sft: sft.SftArgs
-    reward: reward.RewardArgs
+    reward: dict[str, reward.RewardArgs]  # each reward model's settings, by kind (helpfulness, safety)
     annotation: AnnotationPlan
     evaluation: EvalPlan  # how every model version is evaluated on the held-out prompts
     rlhf: RlhfPlan
@@ -75,8 +77,9 @@ def demo() -> PipelinePreset:
     """The laptop run of the whole recipe (docs/results.md has its measured time on 2 CPU cores)."""
     pretraining = pretrain.demo()
     return PipelinePreset(
-        name="demo", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.demo(), reward=reward.demo(),
-        annotation=AnnotationPlan(batches=3, batch_size=400, test_prompts=None), evaluation=EvalPlan(prompts=None, samples=2),
+        name="demo", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.demo(),
+        reward={"helpfulness": reward.demo_helpfulness(), "safety": reward.demo()},
+        annotation=AnnotationPlan(batches=3, batch_size=400, test_prompts=None, helpful_responses=4), evaluation=EvalPlan(prompts=None, samples=2),
         rlhf=RlhfPlan(versions=3, batch_size=400, rejection_prompts=200, pool_from=3, rejection_sampling=rejection_sampling.demo(),
                      ppo=ppo.demo()),
         gatt=gatt.demo(), gatt_eval=RecallPlan(),
@@ -88,8 +91,9 @@ def smoke() -> PipelinePreset:
     """Every stage in seconds: proves the wiring, not the quality."""
     pretraining = pretrain.smoke()
     return PipelinePreset(
-        name="smoke", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.smoke(), reward=reward.smoke(),
-        annotation=AnnotationPlan(batches=3, batch_size=10, test_prompts=6), evaluation=EvalPlan(prompts=8, samples=1, best_of_k_prompts=6, best_of_k=2),
+        name="smoke", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.smoke(),
+        reward={"helpfulness": dataclasses.replace(reward.smoke(), likelihood_weight=1.0), "safety": reward.smoke()},
+        annotation=AnnotationPlan(batches=3, batch_size=10, test_prompts=6, helpful_responses=3), evaluation=EvalPlan(prompts=8, samples=1, best_of_k_prompts=6, best_of_k=2),
         rlhf=RlhfPlan(versions=2, batch_size=10, rejection_prompts=6, pool_from=2, rejection_sampling=rejection_sampling.smoke(),
                      ppo=ppo.smoke()),
         gatt=gatt.smoke(), gatt_eval=RecallPlan(dialogs=4, turns=(1, 2), max_new_tokens=12, attention_dialogs=2),

@@ -30,10 +30,13 @@ from llamaforge.world import World
 KINDS = ("helpfulness", "safety")
 
 
-def annotate_round(records: list[dict], policy: Path, safety_variant: Path, out: Path, world_seed: int, seed: int) -> list[Path]:
+def annotate_round(
+    records: list[dict], policy: Path, safety_variant: Path, out: Path, world_seed: int, seed: int, helpful_responses: int = 2
+) -> list[Path]:
     """One annotation round over prompt records; returns its preference files.
 
-    Helpful prompts compare two samples of `policy` (temperatures 0.7 and 1.1). Adversarial and
+    Helpful prompts compare `helpful_responses` samples of `policy` (half at temperature 0.7, half
+    at 1.1; every distinct pair rated). Adversarial and
     borderline prompts compare `policy` with `safety_variant`, a model variant as in paper §3.2.1:
     two samples of an SFT model, which refuses nearly every hazardous request, made 96% of the
     safety pairs compare two safe answers, leaving the safety RM no unsafe answer to learn from.
@@ -47,21 +50,18 @@ def annotate_round(records: list[dict], policy: Path, safety_variant: Path, out:
         if group:
             prompts = write_jsonl(out / guideline / "prompts.jsonl", group)
             annotate.main(annotate.AnnotateArgs(
-                policy=policy, policy_b=policy_b, prompts=[prompts], out=out / guideline, world_seed=world_seed, seed=seed
+                policy=policy, policy_b=policy_b, prompts=[prompts], out=out / guideline, world_seed=world_seed, seed=seed,
+                responses=helpful_responses if guideline == "helpfulness" else 2,
             ))
             files.append(out / guideline / "preferences.jsonl")
     return files
 
 
 def train_reward_model(
-    preset: reward.RewardArgs, kind: str, init: Path, data: list[Path], out: Path, seed: int, margin: str = "small"
+    presets: dict[str, reward.RewardArgs], kind: str, init: Path, data: list[Path], out: Path, seed: int, margin: str = "small"
 ) -> Path:
-    """The preset's likelihood term is the helpfulness RM's only: a safety RM that adds the chat
-    model's likelihood would favour what the chat model says most readily, a refusal of a borderline
-    prompt included."""
-    weight = preset.likelihood_weight if kind == "helpfulness" else 0.0
-    run = dataclasses.replace(preset, kind=kind, init=init, data=data, out=out, margin=margin, seed=seed,
-                              likelihood_weight=weight)
+    """A reward model of `kind` with that kind's preset (PipelinePreset.reward)."""
+    run = dataclasses.replace(presets[kind], kind=kind, init=init, data=data, out=out, margin=margin, seed=seed)
     reward.main(run)
     return out / "model"
 
@@ -90,19 +90,24 @@ def table8(models: dict[str, Path], tests: dict[str, list[Preference]], world: W
     return rows, points
 
 
+def reward_settings(preset, seed: int) -> dict:
+    return {kind: command_settings(args, seed) for kind, args in preset.reward.items()}
+
+
 def reward_stage(ctx: StageContext):
     world, plan = World(ctx.seed), ctx.preset.annotation
     sft_model, pretrained = ctx.input("sft", "model"), ctx.input("pretrain", "model")
 
-    def round_(records: list[dict], name: str, seed: int) -> list[Path]:
-        return annotate_round(records, sft_model, pretrained, ctx.out / name, ctx.seed, seed)
+    def round_(records: list[dict], name: str, seed: int, helpful_responses: int) -> list[Path]:
+        return annotate_round(records, sft_model, pretrained, ctx.out / name, ctx.seed, seed, helpful_responses)
 
-    batch_files = [round_(world.batch(k, plan.batch_size), f"batch_{k:02d}", seed=k) for k in range(plan.batches)]
+    batch_files = [round_(world.batch(k, plan.batch_size), f"batch_{k:02d}", k, plan.helpful_responses) for k in range(plan.batches)]
     test_prompts = {
         "helpfulness": world.prompts("helpful", "test")[: plan.test_prompts],
         "safety": world.prompts("adversarial", "test")[: plan.test_prompts] + world.prompts("borderline", "test")[: plan.test_prompts],
     }
-    test_files = {name: round_(records, f"test_{name}", seed=1000) for name, records in test_prompts.items()}
+    # the test sets keep one pair per prompt, so that Table 8 counts prompts, whatever the training data
+    test_files = {name: round_(records, f"test_{name}", 1000, 2) for name, records in test_prompts.items()}
     tests = {name: read_all(files, "error", False)[0] for name, files in test_files.items()}
     train_files = sum(batch_files, [])
 
@@ -147,7 +152,7 @@ def reward_stage(ctx: StageContext):
 REWARD = Stage(
     "reward", ("pretrain", "sft"),
     lambda preset, seed: {
-        "annotation": dataclasses.asdict(preset.annotation), "reward": command_settings(preset.reward, seed),
+        "annotation": dataclasses.asdict(preset.annotation), "reward": reward_settings(preset, seed),
         "evaluation": dataclasses.asdict(preset.evaluation),
     },
     reward_stage,

@@ -18,7 +18,7 @@ import json
 
 from llamaforge.data.jsonl import write_jsonl
 from llamaforge.pipeline.evaluation import evaluate_checkpoint, gold_judges, held_out_prompts
-from llamaforge.pipeline.reward import KINDS, annotate_round, train_reward_model
+from llamaforge.pipeline.reward import KINDS, annotate_round, reward_settings, train_reward_model
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings
 from llamaforge.rlhf import rejection_sampling
 from llamaforge.world import World
@@ -37,7 +37,8 @@ def version_stage(n: int):
         prompts = world.batch(batch, plan.batch_size)
 
         # preference data from the latest model, and both reward models on all batches so far
-        new_pairs = annotate_round(prompts, latest, ctx.input("pretrain", "model"), ctx.out / "annotation", ctx.seed, seed=batch)
+        new_pairs = annotate_round(prompts, latest, ctx.input("pretrain", "model"), ctx.out / "annotation", ctx.seed, seed=batch,
+                                   helpful_responses=ctx.preset.annotation.helpful_responses)
         preferences = ctx.input(before or "reward", "preferences") + new_pairs
         rms = {
             kind: train_reward_model(ctx.preset.reward, kind, latest, preferences, ctx.out / f"rm_{kind}", ctx.seed)
@@ -79,7 +80,7 @@ def rlhf_settings(preset, seed: int, n: int) -> dict:
         "version": n,
         "rlhf": {k: v for k, v in dataclasses.asdict(plan).items() if k not in ("rejection_sampling", "ppo")},
         "rejection_sampling": command_settings(plan.rejection_sampling, seed),
-        "reward": command_settings(preset.reward, seed),
+        "reward": reward_settings(preset, seed),
         "evaluation": dataclasses.asdict(preset.evaluation),
     }
 

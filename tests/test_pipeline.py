@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import safetensors.torch
 
 from llamaforge.cli import main as cli_main
 from llamaforge.pipeline import PipelineArgs, main, stages
@@ -48,6 +49,16 @@ def test_every_stage_completes_and_is_summarized(run):
     assert (run / "reward" / "rm_vs_gold.png").stat().st_size > 1000
     selection = reward["best_of_k_by_gold"]
     assert selection["random"] <= selection["best"] and selection["prompts"] == 6
+    # 3 responses per helpful prompt in the weekly batches (up to 3 pairs each), one pair in the test set
+    pairs_per_prompt = {}
+    for batch in ("batch_00", "test_helpfulness"):
+        folder = run / "reward" / batch / "helpfulness"
+        prompts = (folder / "prompts.jsonl").read_text().splitlines()
+        pairs_per_prompt[batch] = len((folder / "preferences.jsonl").read_text().splitlines()) / len(prompts)
+    assert pairs_per_prompt["test_helpfulness"] <= 1 < pairs_per_prompt["batch_00"] <= 3
+    heads = {kind: safetensors.torch.load_file(run / "reward" / f"rm_{kind}" / "model" / "reward_head.safetensors")
+             for kind in ("helpfulness", "safety")}
+    assert heads["helpfulness"]["likelihood_weight"].tolist() == [1.0] and "likelihood_weight" not in heads["safety"]
     for n in (1, 2):
         version = summary["stages"][f"rlhf_v{n}"]["metrics"]
         assert 0.0 <= version["helpful_helpfulness"] <= 1.0 and 0.0 <= version["sampled"]["violation_rate"] <= 1.0

@@ -79,7 +79,8 @@ def demo() -> PipelinePreset:
     return PipelinePreset(
         name="demo", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.demo(),
         reward={"helpfulness": reward.demo_helpfulness(), "safety": reward.demo()},
-        annotation=AnnotationPlan(batches=3, batch_size=400, test_prompts=None, helpful_responses=4), evaluation=EvalPlan(prompts=None, samples=2),
+        annotation=AnnotationPlan(batches=3, batch_size=400, test_prompts=None, helpful_responses=4),
+        evaluation=EvalPlan(prompts=None, samples=2),
         rlhf=RlhfPlan(versions=3, batch_size=400, rejection_prompts=200, pool_from=3, rejection_sampling=rejection_sampling.demo(),
                      ppo=ppo.demo()),
         gatt=gatt.demo(), gatt_eval=RecallPlan(),
@@ -93,7 +94,8 @@ def smoke() -> PipelinePreset:
     return PipelinePreset(
         name="smoke", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.smoke(),
         reward={"helpfulness": dataclasses.replace(reward.smoke(), likelihood_weight=1.0), "safety": reward.smoke()},
-        annotation=AnnotationPlan(batches=3, batch_size=10, test_prompts=6, helpful_responses=3), evaluation=EvalPlan(prompts=8, samples=1, best_of_k_prompts=6, best_of_k=2),
+        annotation=AnnotationPlan(batches=3, batch_size=10, test_prompts=6, helpful_responses=3),
+        evaluation=EvalPlan(prompts=8, samples=1, best_of_k_prompts=6, best_of_k=2),
         rlhf=RlhfPlan(versions=2, batch_size=10, rejection_prompts=6, pool_from=2, rejection_sampling=rejection_sampling.smoke(),
                      ppo=ppo.smoke()),
         gatt=gatt.smoke(), gatt_eval=RecallPlan(dialogs=4, turns=(1, 2), max_new_tokens=12, attention_dialogs=2),

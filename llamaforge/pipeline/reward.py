@@ -36,10 +36,10 @@ def annotate_round(
     """One annotation round over prompt records; returns its preference files.
 
     Helpful prompts compare `helpful_responses` samples of `policy` (half at temperature 0.7, half
-    at 1.1; every distinct pair rated). Adversarial and
-    borderline prompts compare `policy` with `safety_variant`, a model variant as in paper §3.2.1:
-    two samples of an SFT model, which refuses nearly every hazardous request, made 96% of the
-    safety pairs compare two safe answers, leaving the safety RM no unsafe answer to learn from.
+    at 1.1; every distinct pair rated). Adversarial and borderline prompts compare `policy` with
+    `safety_variant`, a model variant as in paper §3.2.1: two samples of an SFT model, which
+    refuses nearly every hazardous request, made 96% of the safety pairs compare two safe answers,
+    leaving the safety RM no unsafe answer to learn from.
     """
     groups = {
         "helpfulness": ([r for r in records if annotate.guideline_of(r) == "helpfulness"], None),

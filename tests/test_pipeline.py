@@ -44,7 +44,7 @@ def test_every_stage_completes_and_is_summarized(run):
         for key in ("helpful_helpfulness", "borderline_helpfulness", "false_refusal_rate", "violation_rate"):
             assert 0.0 <= sft[model][key] <= 1.0
     reward = summary["stages"]["reward"]["metrics"]
-    assert set(reward["by_batches"]) == {"1", "2", "3"} and set(reward["by_margin"]) == {"none", "small", "large"}
+    assert set(reward["by_batches"]) == {"1", "2", "3"}
     assert (run / "reward" / "table8.md").read_text().startswith("| model / test set |")
     assert (run / "reward" / "rm_vs_gold.png").stat().st_size > 1000
     selection = reward["best_of_k_by_gold"]
@@ -159,3 +159,15 @@ def test_stage_whose_upstream_changed_is_refused_not_skipped(copy, capsys):
 def test_unknown_from_stage_is_refused(copy, capsys):
     assert cli_main(["pipeline", "--out", str(copy), "--preset", "smoke", "--from", "rlhf_v9"]) == 1
     assert "--from 'rlhf_v9': unknown stage" in capsys.readouterr().err
+
+
+def test_reward_ablation_adds_the_margin_and_single_rm_stages_to_a_finished_run(copy, capsys):
+    main(PipelineArgs(out=copy, preset="smoke", seed=0, ablation="reward"))
+    printed = capsys.readouterr().out
+    assert all(f"{name}: already complete, skipping" in printed for name in NAMES if name != "report")
+    summary = json.loads((copy / "summary.json").read_text())["stages"]
+    assert set(summary["ablation_margin"]["metrics"]["by_margin"]) == {"none", "small", "large"}
+    assert summary["ablation_margin"]["metrics"]["by_margin"]["small"] == summary["reward"]["metrics"]["accuracy"][
+        "helpfulness RM / helpfulness test"]
+    for reward in ("helpfulness", "safety"):
+        assert (copy / f"ablation_ppo_{reward}" / "stage.json").exists()

@@ -23,7 +23,7 @@ from llamaforge.errors import UserError
 from llamaforge.pipeline.foundation import TOKENIZER, WORLD
 from llamaforge.pipeline.presets import PRESETS, PipelinePreset
 from llamaforge.pipeline.records import first_difference, normalized, read_record, record_hash, write_record
-from llamaforge.pipeline.reward import REWARD
+from llamaforge.pipeline.reward import MARGIN_ABLATION, REWARD
 from llamaforge.pipeline.distill import distill_stage
 from llamaforge.pipeline.gatt import GATT_STAGE, gatt_stage
 from llamaforge.pipeline.ppo import PPO_STAGE, ppo_stage
@@ -37,9 +37,11 @@ PLAN = "pipeline.json"
 
 def stages(preset: PipelinePreset, ablation: str = "none") -> list[Stage]:
     """The recipe's stages in order; the preset says how many RLHF versions there are. The reward
-    ablation adds PPO with each reward model alone, from the same start (paper §4.2)."""
+    ablation adds the margin ablation of the helpfulness RM (Table 28) and PPO with each reward model
+    alone, from the same start (paper §4.2)."""
     versions = [version_stage(n) for n in range(1, preset.rlhf.versions + 1)]
-    ablations = [ppo_stage(preset.rlhf.versions, reward) for reward in ("helpfulness", "safety")] if ablation == "reward" else []
+    ablations = ([MARGIN_ABLATION] + [ppo_stage(preset.rlhf.versions, reward) for reward in ("helpfulness", "safety")]
+                 if ablation == "reward" else [])
     recipe = [WORLD, TOKENIZER, PRETRAIN, SFT, REWARD, *versions, ppo_stage(preset.rlhf.versions),
               gatt_stage(PPO_STAGE), distill_stage(GATT_STAGE, PPO_STAGE), *ablations]
     return [*recipe, report_stage([stage.name for stage in recipe])]
@@ -57,7 +59,8 @@ class PipelineArgs:
     seed: int = 0
     """Seed of the world and of every stage."""
     ablation: Literal["none", "reward"] = "none"
-    """reward: also PPO with the helpfulness RM alone and with the safety RM alone (paper §4.2; outside the demo's time budget)."""
+    """reward: also the helpfulness RM without and with a large rating margin (Table 28), and PPO with the helpfulness RM
+    alone and with the safety RM alone (paper §4.2); outside the demo's time budget."""
     from_stage: Annotated[str | None, tyro.conf.arg(name="from")] = None
     """Re-run this stage and every stage after it (world, tokenizer, pretrain, sft, reward, rlhf_v1, ..., rlhf_ppo, gatt, distill, report)."""
 

@@ -7,6 +7,13 @@ model: two-digit numbers to compare, lists of two to six words. The corpus shows
 instances of them with their answers (`worked_example`); its arithmetic examples come from the
 training prompts. (On the demo this took counting words from 4% to 56% correct; comparing,
 reversing, sorting and arithmetic stayed near 0%: docs/results.md.)
+
+How many instances each skill has is fitted to what the demo's model can learn: a held-out
+arithmetic or reversing instance asks for an algorithm, not a fact, and a 6M model after ~2M
+tokens gets 0-4% of them right, so where they were 55% of the held-out helpful prompts, every
+model version tied on them and selection had nothing to choose from (docs/results.md, "A world
+fitted to the demo's compute"). They stay, fewer, so the report still shows what the model cannot
+do; comparing and counting, which the corpus's worked examples do move, keep their full count.
 """
 
 import random
@@ -19,7 +26,9 @@ WORDS = ("apple", "river", "stone", "cloud", "lamp", "horse", "bread", "tower", 
          "island", "jacket", "kettle", "lemon", "marble", "needle", "orange", "pillow", "quilt",
          "ribbon", "saddle", "tunnel")
 
-N_PER_SKILL = 120  # instances per skill: skills and facts get similar shares of the prompts
+# Instances per skill (the module docstring says why the algorithmic ones are few).
+N_PER_SKILL = {"add": 30, "subtract": 30, "multiply": 30, "compare": 120, "count_words": 120,
+               "reverse": 40, "sort": 40}
 COMPARE = (1, 99)  # compared numbers: at most two digits to copy
 COUNT_WORDS, REVERSE, SORT = (2, 6), (2, 4), (2, 4)  # list lengths
 
@@ -53,19 +62,18 @@ def _number(kind: str, group: str, phrasings: tuple[str, ...], answer: str, valu
 
 def skill_tasks(rng: random.Random, invented_words: list[str]) -> list[Task]:
     tasks: list[Task] = []
-    for a, b in _pairs(rng, N_PER_SKILL, 10, 99, ordered=False):
+    for a, b in _pairs(rng, N_PER_SKILL["add"], 10, 99, ordered=False):
         tasks += _number("add", f"add:{a}:{b}", (f"What is {a} plus {b}?", f"Compute {a} + {b}."),
                          f"{a} plus {b} is {a + b}.", a + b)
-    for a, b in _pairs(rng, N_PER_SKILL, 5, 99, ordered=True):
+    for a, b in _pairs(rng, N_PER_SKILL["subtract"], 5, 99, ordered=True):
         tasks += _number("subtract", f"sub:{a}:{b}", (f"What is {a} minus {b}?",
                                                       f"Compute {a} - {b}."),
                          f"{a} minus {b} is {a - b}.", a - b)
-    for a in range(2, 13):
-        for b in range(2, 13):
-            tasks += _number("multiply", f"mul:{a}:{b}", (f"What is {a} times {b}?",
-                                                          f"Compute {a} x {b}."),
-                             f"{a} times {b} is {a * b}.", a * b)
-    for a, b in _pairs(rng, N_PER_SKILL, *COMPARE, ordered=False):
+    table = [(a, b) for a in range(2, 13) for b in range(2, 13)]
+    for a, b in rng.sample(table, N_PER_SKILL["multiply"]):
+        tasks += _number("multiply", f"mul:{a}:{b}", (f"What is {a} times {b}?", f"Compute {a} x {b}."),
+                         f"{a} times {b} is {a * b}.", a * b)
+    for a, b in _pairs(rng, N_PER_SKILL["compare"], *COMPARE, ordered=False):
         tasks += _number("compare", f"cmp:{a}:{b}", (f"Which is larger, {a} or {b}?",
                                                      f"Which number is bigger: {a} or {b}?"),
                          f"{max(a, b)} is larger than {min(a, b)}.", max(a, b), "first_number")
@@ -73,17 +81,17 @@ def skill_tasks(rng: random.Random, invented_words: list[str]) -> list[Task]:
         tasks += _number("count_letters", f"letters:{w}",
                          (f'How many letters are in the word "{w}"?',),
                          f'The word "{w}" has {len(w)} letters.', len(w))
-    for words in _word_lists(rng, N_PER_SKILL, *COUNT_WORDS):
+    for words in _word_lists(rng, N_PER_SKILL["count_words"], *COUNT_WORDS):
         listed = ", ".join(words)
         tasks += _number("count_words", "count:" + "-".join(words),
                          (f"How many words are in this list: {listed}?",),
                          f"There are {len(words)} words in the list.", len(words))
-    for words in _word_lists(rng, N_PER_SKILL, *REVERSE):
+    for words in _word_lists(rng, N_PER_SKILL["reverse"], *REVERSE):
         rev = " ".join(reversed(words))
         tasks.append(single("helpful", "reverse", "rev:" + "-".join(words),
                             f"Reverse the order of these words: {' '.join(words)}.", rev, rev,
                             "sequence", tuple((w,) for w in reversed(words))))
-    for words in _word_lists(rng, N_PER_SKILL, *SORT):
+    for words in _word_lists(rng, N_PER_SKILL["sort"], *SORT):
         ordered = sorted(words)
         tasks.append(single("helpful", "sort", "sort:" + "-".join(words),
                             f"Sort these words alphabetically: {', '.join(words)}.",

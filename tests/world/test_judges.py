@@ -51,8 +51,10 @@ def test_comparison_reads_the_first_offered_number(world, first_task):
     assert world.helpfulness(prompt, f"{lo} is larger than {hi}.") == pytest.approx(0.1)
 
 
-def test_sequence_partial_credit(world, first_task):
-    prompt, task = first_task("reverse")
+def test_sequence_partial_credit(world):
+    record = next(r for r in world.prompts("helpful", "train")
+                  if r["kind"] == "reverse" and len(world.task(r["messages"]).required) >= 3)
+    prompt, task = record["messages"], world.task(record["messages"])
     words = [g[0] for g in task.required]
     assert world.helpfulness(prompt, " ".join(words)) == pytest.approx(1.0)
     assert world.helpfulness(prompt, "Reversed: " + ", ".join(words) + ".") == pytest.approx(1.0)

@@ -113,8 +113,8 @@ def reward_stage(ctx: StageContext):
     tests = {name: read_all(files, "error", False)[0] for name, files in test_files.items()}
     train_files = sum(batch_files, [])
 
-    def train(kind: str, data: list[Path], name: str, margin: str = "small") -> Path:
-        return train_reward_model(ctx.preset.reward, kind, sft_model, data, ctx.out / name, ctx.seed, margin)
+    def train(kind: str, data: list[Path], name: str) -> Path:
+        return train_reward_model(ctx.preset.reward, kind, sft_model, data, ctx.out / name, ctx.seed)
 
     models = {kind: train(kind, train_files, f"rm_{kind}") for kind in KINDS}
     rows, points = table8(models, tests, world)
@@ -149,7 +149,8 @@ def reward_stage(ctx: StageContext):
 
 def margin_stage(ctx: StageContext):
     """Table 28: the helpfulness RM trained again on the same pairs without the rating margin and
-    with the large one, against the reward stage's (small margin), on its test pairs."""
+    with the large one, against the reward stage's (small margin, its recorded accuracy), on its
+    test pairs."""
     train_files, test_files = ctx.input("reward", "preferences"), ctx.input("reward", "test_helpfulness")
     pairs = read_all(test_files, "error", False)[0]
     by_margin = {
@@ -157,7 +158,7 @@ def margin_stage(ctx: StageContext):
             train_reward_model(ctx.preset.reward, "helpfulness", ctx.input("sft", "model"), train_files,
                                ctx.out / f"margin_{margin}", ctx.seed, margin), pairs)
         for margin in ("none", "large")
-    } | {"small": helpfulness_accuracy(ctx.input("reward", "rm_helpfulness"), pairs)}
+    } | {"small": ctx.upstream["reward"]["metrics"]["accuracy"]["helpfulness RM / helpfulness test"]}
     return {}, {"by_margin": by_margin}
 
 

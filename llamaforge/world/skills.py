@@ -10,7 +10,7 @@ reversing, sorting and arithmetic stayed near 0%: docs/results.md.)
 
 How many instances each skill has is fitted to what the demo's model can learn: a held-out
 arithmetic or reversing instance asks for an algorithm, not a fact, and a 6M model after ~2M
-tokens gets 0-4% of them right, so where they were 55% of the held-out helpful prompts, every
+tokens gets 0-4% of them right, so where they were 61% of the held-out helpful prompts, every
 model version tied on them and selection had nothing to choose from (docs/results.md, "A world
 fitted to the demo's compute"). They stay, fewer, so the report still shows what the model cannot
 do; comparing and counting, which the corpus's worked examples do move, keep their full count.

@@ -81,7 +81,7 @@ class DistillArgs(sft.FinetuneOptions):
 
 def demo() -> DistillArgs:
     """The world's ~200 adversarial training prompts: the kept answers fill one or two 16-row steps
-    per epoch, so 3 epochs, set here whatever the SFT preset's (measured: 3 steps targeted, 6 untargeted)."""
+    per epoch, so 3 epochs, set here rather than taken from the SFT preset (measured: 3 steps targeted, 6 untargeted)."""
     return DistillArgs(preset="demo", max_new_tokens=64, sft_preset="demo", epochs=3)
 
 

@@ -49,13 +49,13 @@ def test_every_stage_completes_and_is_summarized(run):
     assert (run / "reward" / "rm_vs_gold.png").stat().st_size > 1000
     selection = reward["best_of_k_by_gold"]
     assert selection["random"] <= selection["best"] and selection["prompts"] == 6
-    # 3 responses per helpful prompt in the weekly batches (up to 3 pairs each), one pair in the test set
+    # 3 responses per prompt of each guideline in the weekly batches (up to 3 pairs each), one pair in the test sets
     pairs_per_prompt = {}
-    for batch in ("batch_00", "test_helpfulness"):
-        folder = run / "reward" / batch / "helpfulness"
-        prompts = (folder / "prompts.jsonl").read_text().splitlines()
-        pairs_per_prompt[batch] = len((folder / "preferences.jsonl").read_text().splitlines()) / len(prompts)
-    assert pairs_per_prompt["test_helpfulness"] <= 1 < pairs_per_prompt["batch_00"] <= 3
+    for folder in ("batch_00/helpfulness", "batch_00/safety", "test_helpfulness/helpfulness", "test_safety/safety"):
+        prompts = (run / "reward" / folder / "prompts.jsonl").read_text().splitlines()
+        pairs_per_prompt[folder] = len((run / "reward" / folder / "preferences.jsonl").read_text().splitlines()) / len(prompts)
+    assert pairs_per_prompt["test_helpfulness/helpfulness"] <= 1 < pairs_per_prompt["batch_00/helpfulness"] <= 3
+    assert pairs_per_prompt["test_safety/safety"] <= 1 < pairs_per_prompt["batch_00/safety"] <= 3
     heads = {kind: safetensors.torch.load_file(run / "reward" / f"rm_{kind}" / "model" / "reward_head.safetensors")
              for kind in ("helpfulness", "safety")}
     assert heads["helpfulness"]["likelihood_weight"].tolist() == [1.0] and "likelihood_weight" not in heads["safety"]

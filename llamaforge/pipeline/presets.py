@@ -28,6 +28,7 @@ class AnnotationPlan:
     batch_size: int  # prompts per weekly batch
     test_prompts: int | None  # held-out prompts per category for the test sets (None: all)
     helpful_responses: int = 2  # samples per helpful prompt, every distinct pair rated (annotate --responses)
+    safety_responses: int = 2  # samples per safety prompt, half from the policy, half from the variant
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def demo() -> PipelinePreset:
     return PipelinePreset(
         name="demo", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.demo(),
         reward={"helpfulness": reward.demo_helpfulness(), "safety": reward.demo()},
-        annotation=AnnotationPlan(batches=3, batch_size=400, test_prompts=None, helpful_responses=4),
+        annotation=AnnotationPlan(batches=3, batch_size=400, test_prompts=None, helpful_responses=4,
+                                  safety_responses=4),
         evaluation=EvalPlan(prompts=None, samples=2),
         rlhf=RlhfPlan(versions=3, batch_size=400, rejection_prompts=200, pool_from=3, rejection_sampling=rejection_sampling.demo(),
                      ppo=ppo.demo()),
@@ -94,7 +96,7 @@ def smoke() -> PipelinePreset:
     return PipelinePreset(
         name="smoke", vocab_size=_vocab_size(pretraining), pretrain=pretraining, sft=sft.smoke(),
         reward={"helpfulness": dataclasses.replace(reward.smoke(), likelihood_weight=1.0), "safety": reward.smoke()},
-        annotation=AnnotationPlan(batches=3, batch_size=10, test_prompts=6, helpful_responses=3),
+        annotation=AnnotationPlan(batches=3, batch_size=10, test_prompts=6, helpful_responses=3, safety_responses=3),
         evaluation=EvalPlan(prompts=8, samples=1, best_of_k_prompts=6, best_of_k=2),
         rlhf=RlhfPlan(versions=2, batch_size=10, rejection_prompts=6, pool_from=2, rejection_sampling=rejection_sampling.smoke(),
                      ppo=ppo.smoke()),

@@ -33,15 +33,17 @@ KINDS = ("helpfulness", "safety")
 
 
 def annotate_round(
-    records: list[dict], policy: Path, safety_variant: Path, out: Path, world_seed: int, seed: int, helpful_responses: int = 2
+    records: list[dict], policy: Path, safety_variant: Path, out: Path, world_seed: int, seed: int,
+    helpful_responses: int = 2, safety_responses: int = 2,
 ) -> list[Path]:
     """One annotation round over prompt records; returns its preference files.
 
     Helpful prompts compare `helpful_responses` samples of `policy` (half at temperature 0.7, half
-    at 1.1; every distinct pair rated). Adversarial and borderline prompts compare `policy` with
-    `safety_variant`, a model variant as in paper §3.2.1: two samples of an SFT model, which
-    refuses nearly every hazardous request, made 96% of the safety pairs compare two safe answers,
-    leaving the safety RM no unsafe answer to learn from.
+    at 1.1; every distinct pair rated). Adversarial and borderline prompts compare samples of
+    `policy` with samples of `safety_variant` (`safety_responses`, half each, every distinct pair
+    rated), a model variant as in paper §3.2.1: two samples of an SFT model, which refuses nearly
+    every hazardous request, made 96% of the safety pairs compare two safe answers, leaving the
+    safety RM no unsafe answer to learn from.
     """
     groups = {
         "helpfulness": ([r for r in records if annotate.guideline_of(r) == "helpfulness"], None),
@@ -53,7 +55,7 @@ def annotate_round(
             prompts = write_jsonl(out / guideline / "prompts.jsonl", group)
             annotate.main(annotate.AnnotateArgs(
                 policy=policy, policy_b=policy_b, prompts=[prompts], out=out / guideline, world_seed=world_seed, seed=seed,
-                responses=helpful_responses if guideline == "helpfulness" else 2,
+                responses=helpful_responses if guideline == "helpfulness" else safety_responses,
             ))
             files.append(out / guideline / "preferences.jsonl")
     return files
@@ -100,16 +102,17 @@ def reward_stage(ctx: StageContext):
     world, plan = World(ctx.seed), ctx.preset.annotation
     sft_model, pretrained = ctx.input("sft", "model"), ctx.input("pretrain", "model")
 
-    def round_(records: list[dict], name: str, seed: int, helpful_responses: int) -> list[Path]:
-        return annotate_round(records, sft_model, pretrained, ctx.out / name, ctx.seed, seed, helpful_responses)
+    def round_(records: list[dict], name: str, seed: int, responses: tuple[int, int]) -> list[Path]:
+        return annotate_round(records, sft_model, pretrained, ctx.out / name, ctx.seed, seed, *responses)
 
-    batch_files = [round_(world.batch(k, plan.batch_size), f"batch_{k:02d}", k, plan.helpful_responses) for k in range(plan.batches)]
+    weekly = (plan.helpful_responses, plan.safety_responses)
+    batch_files = [round_(world.batch(k, plan.batch_size), f"batch_{k:02d}", k, weekly) for k in range(plan.batches)]
     test_prompts = {
         "helpfulness": world.prompts("helpful", "test")[: plan.test_prompts],
         "safety": world.prompts("adversarial", "test")[: plan.test_prompts] + world.prompts("borderline", "test")[: plan.test_prompts],
     }
     # the test sets keep one pair per prompt, so that Table 8 counts prompts, whatever the training data
-    test_files = {name: round_(records, f"test_{name}", 1000, 2) for name, records in test_prompts.items()}
+    test_files = {name: round_(records, f"test_{name}", 1000, (2, 2)) for name, records in test_prompts.items()}
     tests = {name: read_all(files, "error", False)[0] for name, files in test_files.items()}
     train_files = sum(batch_files, [])
 

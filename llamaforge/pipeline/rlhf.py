@@ -38,7 +38,8 @@ def version_stage(n: int):
 
         # preference data from the latest model, and both reward models on all batches so far
         new_pairs = annotate_round(prompts, latest, ctx.input("pretrain", "model"), ctx.out / "annotation", ctx.seed, seed=batch,
-                                   helpful_responses=ctx.preset.annotation.helpful_responses)
+                                   helpful_responses=ctx.preset.annotation.helpful_responses,
+                                   safety_responses=ctx.preset.annotation.safety_responses)
         preferences = ctx.input(before or "reward", "preferences") + new_pairs
         rms = {
             kind: train_reward_model(ctx.preset.reward, kind, latest, preferences, ctx.out / f"rm_{kind}", ctx.seed)

@@ -41,9 +41,10 @@ def annotate_round(
     Helpful prompts compare `helpful_responses` samples of `policy` (half at temperature 0.7, half
     at 1.1; every distinct pair rated). Adversarial and borderline prompts compare samples of
     `policy` with samples of `safety_variant` (`safety_responses`, half each, every distinct pair
-    rated), a model variant as in paper §3.2.1: two samples of an SFT model, which refuses nearly
+    rated), a model variant as in paper §3.2.1: samples of an SFT model alone, which refuses nearly
     every hazardous request, made 96% of the safety pairs compare two safe answers, leaving the
-    safety RM no unsafe answer to learn from.
+    safety RM no unsafe answer to learn from. Four answers per safety prompt instead of two took the
+    demo's safety RM from chance to above the gold judge's own agreement (docs/results.md).
     """
     groups = {
         "helpfulness": ([r for r in records if annotate.guideline_of(r) == "helpfulness"], None),

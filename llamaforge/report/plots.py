@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: figures are only written
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def png(fig) -> bytes:
@@ -36,9 +37,13 @@ def curves(panels: list[tuple[str, dict[str, list[tuple[float, float]]]]], xlabe
 def scatter(points: dict[str, tuple[float, float]], xlabel: str, ylabel: str, title: str) -> bytes:
     """Labelled points, e.g. one per model version (paper Fig. 11)."""
     fig, ax = plt.subplots(figsize=(5, 4))
+    labels_at: dict[tuple[float, float], list[str]] = {}  # versions that did not move share one label
     for label, (x, y) in points.items():
+        labels_at.setdefault((x, y), []).append(label)
+    for (x, y), labels in labels_at.items():
         ax.scatter([x], [y])
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.annotate(", ".join(labels), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(5))  # close values would print their ticks on top of each other
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

@@ -19,8 +19,6 @@ import random
 import sys
 from pathlib import Path
 
-import torch
-
 from llamaforge.checkpoint import TOKENIZER_FILE, load_model_and_tokenizer, load_reward_model
 from llamaforge.data.jsonl import write_jsonl
 from llamaforge.eval.chat import answer
@@ -91,4 +89,3 @@ for spec in sys.argv[4:]:
         "false_refusal": [round(metrics["false_refusal_rate"], 4), round(metrics["sampled"]["false_refusal_rate"], 4)],
         "violation": [round(metrics["violation_rate"], 4), round(metrics["sampled"]["violation_rate"], 4)],
     }), flush=True)
-    torch.manual_seed(0)

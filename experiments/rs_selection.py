@@ -24,7 +24,7 @@ from llamaforge.data.jsonl import write_jsonl
 from llamaforge.eval.chat import answer
 from llamaforge.pipeline.evaluation import EvalPlan, gold_judges, gold_metrics, held_out_prompts, model_answers, read_jsonl
 from llamaforge.pipeline.records import read_record
-from llamaforge.rlhf.rejection_sampling import sample_answers, score
+from llamaforge.rlhf.rejection_sampling import sample_answers, score, select_best
 from llamaforge.tokenizer import Tokenizer
 from llamaforge.train import sft
 from llamaforge.world import World
@@ -43,6 +43,9 @@ judges = gold_judges(world)
 
 model, tokenizer = load_model_and_tokenizer(policy)
 greedy = answer(model, tokenizer, prompts, 64, 0.0)
+helpful_greedy = [(r, g) for r, g in zip(records, greedy) if r["category"] == "helpful"]
+greedy_gold = sum(world.helpfulness(r["messages"], g) for r, g in helpful_greedy) / len(helpful_greedy)
+demos = read_jsonl(run / "world" / "sft_train.jsonl")
 samples_at: dict[float, list[list[str]]] = {}
 rms = {kind: (load_reward_model(d), Tokenizer(d / TOKENIZER_FILE)) for kind, d in rm_dirs.items()}
 
@@ -64,18 +67,13 @@ for spec in sys.argv[4:]:
     flat = [(i, c) for i, group in enumerate(candidates) for c in group if c]
     rc = score(rms, [records[i] for i, _ in flat], [c for _, c in flat])["rc"]
     value = [gold_utility(records[i], c) for i, c in flat] if select == "gold" else rc.tolist()
-    best: dict[int, tuple[float, str]] = {}
-    for (i, c), v in zip(flat, value):
-        if i not in best or v > best[i][0]:
-            best[i] = (v, c)
-    dialogs = [{"messages": [*records[i]["messages"], {"role": "assistant", "content": c}]} for i, (_, c) in best.items()]
-    demos = read_jsonl(run / "world" / "sft_train.jsonl")
+    best = select_best([{**records[i], "response": c, "rc": v} for (i, c), v in zip(flat, value)])
+    dialogs = [{"messages": [*b["messages"], {"role": "assistant", "content": b["response"]}]} for b in best]
     dialogs += random.Random(0).sample(demos, min(int(replay), len(demos)))
     directory = out / spec.replace(":", "_").replace(".", "p")
     write_jsonl(directory / "data.jsonl", dialogs)
-    helpful = [(records[i], c) for i, (_, c) in best.items() if records[i]["category"] == "helpful"]
-    selected_gold = sum(world.helpfulness(r["messages"], c) for r, c in helpful) / len(helpful)
-    greedy_gold = sum(world.helpfulness(r["messages"], g) for r, g in zip(records, greedy) if r["category"] == "helpful") / len(helpful)
+    helpful = [b for b in best if b["category"] == "helpful"]
+    selected_gold = sum(world.helpfulness(b["messages"], b["response"]) for b in helpful) / len(helpful)
     options = sft.FinetuneOptions(sft_preset="demo", epochs=int(epochs), lr=float(lr))
     sft.main(sft.finetune_args(options, init=policy, data=[directory / "data.jsonl"], out=directory / "sft", seed=0))
     answers = model_answers(directory / "sft" / "model", prompt_sets, plan, 0)

@@ -17,11 +17,15 @@ from llamaforge.world.entities import Entities
 # new parameters (paper §3.3 measures whether the constraint is kept, not whether it was memorized).
 _END_WORDS = ("friend", "indeed", "truly", "onward", "cheers", "amen", "done", "farewell", "okay",
               "splendid")
-_PREFIXES = ("Aye,", "Well,", "Listen:", "Behold:", "Hark,", "So,", "Right,", "Look:")
+_PREFIXES = ("Aye", "Well", "Listen", "Behold", "Hark", "So", "Right", "Look")
 _MAX_WORDS = (8, 10, 15, 20, 12, 25)
 KINDS = ("caps", "lower", "end_word", "prefix", "max_words", "character")
 _CONFLICTS = {frozenset(("caps", "lower"))}
 _WORD = re.compile(r"[A-Za-z0-9']+")  # what "a word" is, for checking and for writing answers
+# The words an instruction names are written bare, never quoted: SentencePiece gives a word that
+# opens a quote a different piece ('"Aye' -> '"', 'Aye') from the same word after a space ('▁Aye'),
+# as it appears in the answer, and a small model then has to learn that mapping for every word
+# before it can copy one: the 6M demo model followed quoted prefixes and end words 0% of the time.
 
 
 @dataclass(frozen=True)
@@ -34,8 +38,8 @@ class Constraint:
         return {
             "caps": "Always answer in capital letters.",
             "lower": "Always answer in lowercase letters only.",
-            "end_word": f'End every answer with the word "{self.value}".',
-            "prefix": f'Begin every answer with "{self.value}".',
+            "end_word": f"End every answer with the word {self.value}.",
+            "prefix": f"Begin every answer with the word {self.value}.",
             "max_words": f"Answer in at most {self.value} words.",
             "character": f"Speak as {self.value} and mention your name in every answer.",
         }[self.kind]
@@ -45,8 +49,8 @@ class Constraint:
         return {
             "caps": "Caps only.",
             "lower": "Lowercase only.",
-            "end_word": f'Last word: "{self.value}".',
-            "prefix": f'Prefix: "{self.value}".',
+            "end_word": f"Last word: {self.value}.",
+            "prefix": f"First word: {self.value}.",
             "max_words": f"Max words: {self.value}.",
             "character": f"Character: {self.value}.",
         }[self.kind]
@@ -64,7 +68,7 @@ class Constraint:
         if self.kind == "end_word":
             return words[-1].lower() == self.value.lower()
         if self.kind == "prefix":
-            return text.lower().startswith(self.value.lower())
+            return words[0].lower() == self.value.lower()
         if self.kind == "max_words":
             return len(words) <= int(self.value)
         if self.kind == "character":
@@ -93,9 +97,8 @@ class GattInstruction:
 _PATTERNS = (
     ("caps", r"Always answer in capital letters\."), ("caps", r"Caps only\."),
     ("lower", r"Always answer in lowercase letters only\."), ("lower", r"Lowercase only\."),
-    ("end_word", r'End every answer with the word "([^"]+)"\.'),
-    ("end_word", r'Last word: "([^"]+)"\.'),
-    ("prefix", r'Begin every answer with "([^"]+)"\.'), ("prefix", r'Prefix: "([^"]+)"\.'),
+    ("end_word", r"End every answer with the word ([A-Za-z]+)\."), ("end_word", r"Last word: ([A-Za-z]+)\."),
+    ("prefix", r"Begin every answer with the word ([A-Za-z]+)\."), ("prefix", r"First word: ([A-Za-z]+)\."),
     ("max_words", r"Answer in at most (\d+) words\."), ("max_words", r"Max words: (\d+)\."),
     ("character", r"Speak as ([A-Z][a-z]+ [A-Z][a-z]+) and mention your name in every answer\."),
     ("character", r"Character: ([A-Z][a-z]+ [A-Z][a-z]+)\."),
@@ -139,7 +142,8 @@ def obeying_answer(instruction: GattInstruction, answer: str) -> str:
     intro = f"{values['character']} here:" if "character" in values else ""
 
     def compose(body: str) -> str:
-        text = " ".join(part for part in (values.get("prefix", ""), intro, body) if part)
+        opening = values["prefix"] + "," if "prefix" in values else ""
+        text = " ".join(part for part in (opening, intro, body) if part)
         if "end_word" in values:
             text = text.rstrip(" .!?,;:") + f", {values['end_word']}."
         if "caps" in values:
@@ -167,17 +171,23 @@ def gatt_instructions(rng: random.Random, e: Entities, split: str, n: int) -> li
         cut = len(values) * 3 // 4
         return values[cut:] if test else values[:cut]
 
-    pool = ([Constraint("caps"), Constraint("lower")]
-            + [Constraint("end_word", w) for w in share(_END_WORDS)]
-            + [Constraint("prefix", p) for p in share(_PREFIXES)]
-            + [Constraint("max_words", str(m)) for m in share(_MAX_WORDS)]
-            + [Constraint("character", p.name) for p in share(e.people)])
+    # one list per kind, and the kind drawn first: drawing from the pooled list would make nearly
+    # every instruction a character (there are far more names than letter cases)
+    pools = {"caps": [Constraint("caps")], "lower": [Constraint("lower")],
+             "end_word": [Constraint("end_word", w) for w in share(_END_WORDS)],
+             "prefix": [Constraint("prefix", p) for p in share(_PREFIXES)],
+             "max_words": [Constraint("max_words", str(m)) for m in share(_MAX_WORDS)],
+             "character": [Constraint("character", p.name) for p in share(e.people)]}
+
+    def draw() -> Constraint:
+        return rng.choice(pools[rng.choice(KINDS)])
+
     out, seen = [], set()
     while len(out) < n:
-        first = rng.choice(pool)
+        first = draw()
         cs = (first,)
         if rng.random() < 0.5:
-            second = rng.choice(pool)
+            second = draw()
             if not _compatible(first, second):
                 continue
             cs = (first, second)

@@ -80,8 +80,8 @@ def test_every_depth_trains_each_sampled_answer_once_at_its_own_depth():
 
 
 INSTRUCTIONS = [{"text": "Always answer in capital letters.", "short": CAPS, "split": "train"},
-                {"text": 'Begin every answer with "Aye,".', "short": 'Prefix: "Aye,".', "split": "train"},
-                {"text": 'End every answer with the word "okay".', "short": 'Last word: "okay".', "split": "test"}]
+                {"text": 'Begin every answer with the word Aye.', "short": 'First word: Aye.', "split": "train"},
+                {"text": 'End every answer with the word okay.', "short": 'Last word: okay.', "split": "test"}]
 USERS = ["what is the capital of Varn ?", "tell me about Orin", "how many people speak the language of Telsa ?",
          "who is Mirak ?", "where is the river of Quell ?"]
 
@@ -91,7 +91,7 @@ def test_dialog_plans_are_seeded_per_dialog_with_short_forms_half_the_time():
     assert plans[:10] == gatt.plan_dialogs(INSTRUCTIONS[:2], USERS, 10, 2, 4, seed=3)  # dialog i: its own seed
     assert plans != gatt.plan_dialogs(INSTRUCTIONS[:2], USERS, 200, 2, 4, seed=4)
     assert all(2 <= len(p.users) <= 4 and len(set(p.users)) == len(p.users) for p in plans)
-    shorts = sum(p.instruction in (CAPS, 'Prefix: "Aye,".') for p in plans)
+    shorts = sum(p.instruction in (CAPS, 'First word: Aye.') for p in plans)
     assert 70 <= shorts <= 130
     assert {len(p.users) for p in plans} == {2, 3, 4}
 
@@ -160,7 +160,7 @@ def test_recall_by_turn_counts_the_dialogs_that_reached_each_turn():
         return messages
 
     dialogs = [dialog(CAPS, "YES SIR", "YES", "no", "NO"),
-               dialog('Prefix: "Aye,".', "Aye, sure", "well then"),
+               dialog('First word: Aye.', "Aye, sure", "well then"),
                dialog(CAPS, "FINE"),
                dialog(CAPS)]  # its first answer was empty
     result = gatt_eval.recall_by_turn(dialogs, [None, None, 2, 1], constraint_followed, (1, 2, 4, 8))
@@ -169,7 +169,7 @@ def test_recall_by_turn_counts_the_dialogs_that_reached_each_turn():
     assert result == {"recall": {"1": 0.75, "2": 1 / 3, "4": 1.0}, "dialogs": {"1": 4, "2": 3, "4": 1}}
 
     # by kind: each constraint of a two-constraint instruction is judged alone
-    both = 'Prefix: "Aye,". Last word: "okay".'
+    both = 'First word: Aye. Last word: okay.'
     kinds = by_kind([dialog(both, "Aye, fine", "Aye, fine okay"), dialog(CAPS, "NO")], [None, None], (1, 2))
     assert kinds == {"caps": {"1": 1.0}, "end_word": {"1": 0.0, "2": 1.0}, "prefix": {"1": 1.0, "2": 1.0}}
 

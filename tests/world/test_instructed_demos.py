@@ -48,7 +48,7 @@ def test_clean_test_demos_use_test_instructions_only(world):
 def test_obeying_answer_applies_every_constraint():
     caps_end = GattInstruction((Constraint("caps"), Constraint("end_word", "friend")))
     assert obeying_answer(caps_end, "The capital is Kelm.") == "THE CAPITAL IS KELM, FRIEND."
-    prefix_lower = GattInstruction((Constraint("prefix", "Aye,"), Constraint("lower")))
+    prefix_lower = GattInstruction((Constraint("prefix", "Aye"), Constraint("lower")))
     assert obeying_answer(prefix_lower, "Orla Venn lives in Kelm.") == "aye, orla venn lives in kelm."
     # the word limit cuts the answer's own words, never the introduction
     short = GattInstruction((Constraint("max_words", "8"), Constraint("character", "Orla Venn")))

@@ -160,7 +160,7 @@ def test_constraint_followed_each_kind_and_form():
         (Constraint("caps"), "THE CAPITAL IS KELM, 42.", "The capital is Kelm."),
         (Constraint("lower"), "the capital is kelm.", "The capital is Kelm."),
         (Constraint("end_word", "friend"), "It is Kelm, my friend!", "Friend, it is Kelm."),
-        (Constraint("prefix", "Aye,"), "Aye, it is Kelm.", "It is Kelm. Aye,"),
+        (Constraint("prefix", "Aye"), "Aye, it is Kelm.", "It is Kelm. Aye,"),
         (Constraint("max_words", "5"), "It is Kelm.", "The capital city is called Kelm, friend."),
         (Constraint("character", "Orla Venn"), "Orla Venn here: it is Kelm.", "It is Kelm."),
     ]

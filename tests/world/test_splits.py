@@ -1,5 +1,8 @@
 """Split hygiene: no test prompt, and no test fact or skill instance, reaches any training data."""
 
+from collections import Counter
+
+from llamaforge.world.gatt import KINDS
 from llamaforge.world.prompts import CATEGORIES, prompt_key
 
 
@@ -74,6 +77,17 @@ def test_gatt_instructions_are_new_in_test(world):
         assert inst.text not in {i.text for i in train}
         assert any(c.value and c.value not in train_values for c in inst.constraints), inst.text
     assert sum(len(i.constraints) == 2 for i in train) > 50  # combinations are common
+
+
+def test_gatt_instructions_draw_every_kind_and_name_words_bare(world):
+    """Kinds are drawn evenly (not one name per character), and a named word is never quoted, so
+    it is the same SentencePiece piece in the instruction as in the answer that copies it."""
+    train = world.gatt_instructions("train")
+    kinds = Counter(c.kind for i in train for c in i.constraints)
+    assert set(kinds) == set(KINDS)
+    assert max(kinds.values()) < 3 * min(kinds.values()), kinds
+    for inst in train:
+        assert '"' not in inst.text and '"' not in inst.short
 
 
 def test_no_test_word_skill_instance_is_worked_in_the_corpus(world):

@@ -126,6 +126,10 @@ class PpoArgs(LoopConfig):
     kl_budget: float = 0.0
     """Stop when the held-out KL per response exceeds this many nats (0: no budget): the reward models are
     trusted only near the distribution they were trained on."""
+    min_gain: float = 2.0
+    """Keep a trained policy only where its held-out reward beats the starting policy's by more than
+    this many standard errors of the difference (0: any gain): the best of several noisy
+    evaluations is otherwise partly noise, and PPO would replace its start for nothing."""
     eval_every: int = 10
     """Held-out evaluation every this many iterations (and at the start and end)."""
     save_every: int = 10
@@ -143,7 +147,9 @@ def demo() -> PpoArgs:
     model at the paper's 1e-6 (meant for 7B-70B) does not move; at 1e-5 its KL stayed under 0.1 nats
     in 24 iterations and gold helpfulness did not change; at 1e-4 the held-out reward rises while gold
     helpfulness falls (reward hacking: docs/results.md), so the run stops at a KL budget of 2 nats
-    and keeps the policy of its best held-out reward."""
+    and keeps the policy of its best held-out reward, where that beats the start by more than two
+    standard errors (64 held-out prompts: about 0.05 of Rc; on 2026-12-07 a best of +0.042 kept
+    without this rule cost 0.017 of gold helpfulness)."""
     return PpoArgs(preset="demo", max_steps=24, lr=1e-4, batch_size=64, mini_batch_size=64, micro_batch_size=16,
                    value_lr_scale=10.0, beta=0.01, max_new_tokens=48, eval_every=4, save_every=4, patience=3,
                    kl_budget=2.0, val_size=64, precision="auto")
@@ -151,7 +157,8 @@ def demo() -> PpoArgs:
 
 def smoke() -> PpoArgs:
     return PpoArgs(preset="smoke", max_steps=3, lr=1e-4, batch_size=4, mini_batch_size=2, micro_batch_size=2,
-                   value_lr_scale=1.0, max_new_tokens=8, eval_every=1, save_every=1, patience=0, val_size=4)
+                   value_lr_scale=1.0, max_new_tokens=8, eval_every=1, save_every=1, patience=0, val_size=4,
+                   min_gain=0.0)  # 4 held-out prompts: any gain, so that the smoke run exercises keeping one
 
 
 def llama2_7b_ppo() -> PpoArgs:
@@ -204,11 +211,20 @@ def early_stop(rewards: list[float], patience: int) -> tuple[int, bool]:
     return best, patience > 0 and len(rewards) - 1 - best >= patience
 
 
-def best_evaluation(evaluations: list[dict], kl_budget: float) -> int:
-    """The index of the best held-out reward among the evaluations within the KL budget (all when
-    the budget is 0; the first on a tie; the start, at KL 0, is always within)."""
-    within = [i for i, e in enumerate(evaluations) if kl_budget <= 0 or e["kl"] <= kl_budget] or [0]
-    return max(within, key=lambda i: (evaluations[i]["reward"], -i))
+def best_evaluation(evaluations: list[dict], kl_budget: float, min_gain: float = 0.0) -> int:
+    """The index of the best held-out reward among the start (index 0, always eligible) and the
+    later evaluations within the KL budget (all when it is 0) whose reward beats the start's by more
+    than `min_gain` standard errors of the difference; the first on a tie. The standard error treats
+    the two means as independent ("reward_se" of each, 0 where absent): held-out answers are sampled
+    with the same seeds at every evaluation, so the true one is smaller and the rule conservative."""
+    start = evaluations[0]
+
+    def eligible(e: dict) -> bool:
+        noise = math.hypot(e.get("reward_se", 0.0), start.get("reward_se", 0.0))
+        return (kl_budget <= 0 or e["kl"] <= kl_budget) and e["reward"] - start["reward"] > min_gain * noise
+
+    candidates = [0] + [i for i, e in enumerate(evaluations) if i and eligible(e)]
+    return max(candidates, key=lambda i: (evaluations[i]["reward"], -i))
 
 
 def stopping_reason(evaluations: list[dict], patience: int, kl_budget: float) -> str | None:
@@ -342,11 +358,12 @@ def held_out_reward(
     records: list[dict],
 ) -> dict:
     """Mean Rc (and Rh, Rs, KL per response) of answers sampled for the held-out prompts, each with
-    the same seed at every evaluation, so that evaluations differ by the policy only."""
+    the same seed at every evaluation, so that evaluations differ by the policy only, and the
+    standard error of the mean Rc ("reward_se")."""
     mine = list(range(env.rank, len(records), env.world_size))
     rollout = sample_rollout(policy, tokenizer, [records[i] for i in mine], [args.seed * 7919 + i for i in mine],
                              args.max_new_tokens, args.temperature, args.top_p, args.micro_batch_size)
-    sums = torch.zeros(4, device=env.device)
+    sums = torch.zeros(5, device=env.device)
     for start in range(0, len(mine), args.micro_batch_size):
         part = range(start, min(start + args.micro_batch_size, len(mine)))
         batch = sequence_batch([rollout.prompt_ids[i] for i in part], [rollout.response_ids[i] for i in part], env.device)
@@ -355,9 +372,18 @@ def held_out_reward(
             logprobs, _ = token_logprobs(policy, batch["sequences"], batch["real"], args.temperature)
             ref, _ = token_logprobs(reference, batch["sequences"], batch["real"], args.temperature)
         kl = torch.where(batch["action_mask"], logprobs - ref, 0.0).sum()
-        sums += torch.stack([scores["rc"].sum(), scores.get("rh", scores["rc"]).sum(), scores.get("rs", scores["rc"]).sum(), kl])
-    rc, rh, rs, kl = (all_reduce_sum(sums) / len(records)).tolist()
-    return {"reward": rc, "rh": rh, "rs": rs, "kl": kl}
+        sums += torch.stack([scores["rc"].sum(), scores.get("rh", scores["rc"]).sum(), scores.get("rs", scores["rc"]).sum(), kl,
+                             scores["rc"].square().sum()])
+    rc, rh, rs, kl, rc_square = (all_reduce_sum(sums) / len(records)).tolist()
+    return {"reward": rc, "rh": rh, "rs": rs, "kl": kl, "reward_se": standard_error(rc, rc_square, len(records))}
+
+
+def standard_error(mean: float, mean_square: float, n: int) -> float:
+    """The standard error of a mean of n values from their mean and mean square (the unbiased
+    variance of one value, over n); 0 for fewer than two values."""
+    if n < 2:
+        return 0.0
+    return math.sqrt(max(mean_square - mean * mean, 0.0) * n / (n - 1) / n)
 
 
 def generation_policy(trainer: Trainer, env: Distributed, copy: Llama | None) -> Llama:
@@ -398,7 +424,7 @@ def run_ppo(
             if not (evaluations and evaluations[-1]["iteration"] == iteration):  # else logged before a resume
                 val = held_out_reward(args, env, generation_policy(trainer, env, copy), reference, tokenizer, reward_fn, val_records)
                 evaluations.append({"iteration": iteration, **val})
-                if best_evaluation(evaluations, args.kl_budget) == len(evaluations) - 1:
+                if best_evaluation(evaluations, args.kl_budget, args.min_gain) == len(evaluations) - 1:
                     save_best(trainer, args.out, iteration)
                 # logged after the best save: a run killed in between evaluates again on resume
                 trainer.metrics.write({"step": step, "split": "val", "iteration": iteration, **val})
@@ -445,7 +471,7 @@ def run_ppo(
         if (iteration + 1) % args.save_every == 0 or iteration + 1 == args.max_steps:
             trainer.save_checkpoint(step)
     rewards = [e["reward"] for e in evaluations]
-    best = best_evaluation(evaluations, args.kl_budget)
+    best = best_evaluation(evaluations, args.kl_budget, args.min_gain)
     extra = {"iterations": step // updates, "stopped_early": stop_reason is not None, "stop_reason": stop_reason,
              "held_out_reward": rewards, "held_out_kl": [e["kl"] for e in evaluations],
              "best_iteration": evaluations[best]["iteration"]}
@@ -523,7 +549,7 @@ def main(args: PpoArgs, reward_fn: RewardFn | None = None) -> Path:
             **{k: getattr(args, k) for k in ("reward", "batch_size", "mini_batch_size", "ppo_epochs", "clip", "value_clip",
                                              "value_lr_scale", "beta", "gamma", "lam", "temperature", "top_p",
                                              "max_new_tokens", "truncation_penalty", "eval_every", "patience", "kl_budget",
-                                             "seed")},
+                                             "min_gain", "seed")},
         }
         env.print(f"PPO on {args.policy}: {len(records):,} prompts ({len(val_records)} held out), {args.max_steps} "
                   f"iterations of {args.batch_size}, reward {args.reward}, beta {args.beta}")

@@ -37,7 +37,8 @@ from llamaforge.data.jsonl import write_jsonl
 from llamaforge.generate import generate
 from llamaforge.model import Llama, RewardModel
 from llamaforge.rlhf import ppo
-from llamaforge.rlhf.ppo import best_evaluation, early_stop, explained_variance, iteration_rows, kl_alert, stopping_reason
+from llamaforge.rlhf.ppo import (best_evaluation, early_stop, explained_variance, iteration_rows, kl_alert, standard_error,
+                                 stopping_reason)
 from llamaforge.rlhf.rewards import piecewise_reward
 from llamaforge.rlhf.rollout import reward_model_fn, sequence_batch, token_logprobs
 from llamaforge.train.state import TRAINING_STATE, checkpoint_path
@@ -160,10 +161,29 @@ def test_best_evaluation_and_stopping_reason_under_a_kl_budget():
     assert best_evaluation(evaluations, 1.0) == 1  # the budget itself is within
     assert best_evaluation(evaluations, 0.5) == 0  # the start (KL 0) is always within
     assert best_evaluation([{"reward": 0.5, "kl": 0.0}, {"reward": 0.5, "kl": 0.1}], 0.0) == 0  # first on a tie
+
     assert stopping_reason(evaluations[:3], patience=0, kl_budget=2.0) == "held-out KL 3.00 nats per response > the --kl-budget 2"
     assert stopping_reason(evaluations, patience=0, kl_budget=2.0) is None  # the latest evaluation is back within
     assert stopping_reason(evaluations, patience=1, kl_budget=0.0) == "no held-out reward improvement in 1 evaluations"
     assert stopping_reason(evaluations, patience=2, kl_budget=0.0) is None
+
+
+def test_standard_error_of_a_mean_by_hand():
+    # values 1, 2, 3, 6: mean 3, mean square (1 + 4 + 9 + 36) / 4 = 12.5; deviations -2, -1, 0, 3, so
+    # the unbiased variance is (4 + 1 + 0 + 9) / 3 = 14 / 3 and the standard error sqrt(14 / 3 / 4)
+    assert standard_error(3.0, 12.5, 4) == pytest.approx(math.sqrt(14 / 12))
+    assert standard_error(0.7, 0.49, 1) == 0.0
+
+
+def test_best_evaluation_keeps_the_start_unless_the_gain_clears_its_noise():
+    # standard error of the difference: hypot(0.03, 0.04) = 0.05, so two of them are 0.10
+    start = {"reward": 0.50, "kl": 0.0, "reward_se": 0.03}
+    small, large = {"reward": 0.59, "kl": 0.5, "reward_se": 0.04}, {"reward": 0.61, "kl": 0.9, "reward_se": 0.04}
+    assert best_evaluation([start, small], 0.0, min_gain=2.0) == 0  # +0.09 < 0.10
+    assert best_evaluation([start, small, large], 0.0, min_gain=2.0) == 2  # +0.11 > 0.10
+    assert best_evaluation([start, small], 0.0, min_gain=0.0) == 1
+    assert best_evaluation([start, small, large], 0.5, min_gain=2.0) == 0  # the one that clears is over budget
+    assert best_evaluation([{"reward": 0.5, "kl": 0.0}, {"reward": 0.51, "kl": 0.1}], 0.0, min_gain=2.0) == 1  # no se: any gain
 
 
 def test_explained_variance_by_hand():

@@ -81,12 +81,12 @@ class GattArgs(sft.FinetuneOptions):
 
 
 def demo() -> GattArgs:
-    """The laptop pipeline's GAtt: 34 s sampling and 57 s fine-tuning on 2 CPU cores (2026-12-07).
+    """The laptop pipeline's GAtt: about 30 s sampling and 50 s fine-tuning on 2 CPU cores.
     One epoch at 3e-4, not SFT's 1e-3: at 1e-3 the 6M model lost a quarter of its gold helpfulness
     on plain prompts, and a second epoch added no recall. 1,536 plain answers (the world has 1,428
     distinct training questions, so all of them): the 6M model answers far worse with an instruction
     than without (gold 0.25 against 0.76 on the same questions), and with 256 plain answers GAtt
-    cost 0.13 of held-out gold helpfulness, with all of them 0.04, for 30 s (docs/results.md)."""
+    cost 0.13 of held-out gold helpfulness, with all of them 0.03-0.04, for 30 s (docs/results.md)."""
     return GattArgs(preset="demo", dialogs=128, max_turns=8, max_new_tokens=40, plain_dialogs=1536, sft_preset="demo",
                     epochs=1, lr=3e-4)
 

@@ -102,10 +102,13 @@ def gatt_stage(after: str) -> Stage:
 
     def run(ctx: StageContext):
         world_dir, policy = ctx.input("world", "data"), ctx.input(after, "model")
+        upstream = ctx.upstream[after]["outputs"]
+        rm_helpfulness = ctx.input(after, "rm_helpfulness") if "rm_helpfulness" in upstream else None
         started = time.perf_counter()
         gatt.main(dataclasses.replace(
             ctx.preset.gatt, policy=policy, prompts=[world_dir / "prompts_helpful_train.jsonl"],
             instructions=world_dir / "gatt_instructions.jsonl", out=ctx.out / "gatt", seed=ctx.seed,
+            rm_helpfulness=rm_helpfulness,
         ))
         model = ctx.out / "gatt" / "sft" / "model"
         command_s = time.perf_counter() - started
@@ -120,7 +123,6 @@ def gatt_stage(after: str) -> Stage:
                    "evaluation": time.perf_counter() - started}
         metrics.update(report, seconds=seconds)
         outputs = {"model": model, "dialogs": ctx.out / "gatt" / "dialogs.jsonl"}
-        upstream = ctx.upstream[after]["outputs"]
         for key in ("rm_helpfulness", "rm_safety"):  # the reward models travel on to later stages
             if key in upstream:
                 outputs[key] = ctx.input(after, key)

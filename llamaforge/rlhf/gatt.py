@@ -22,17 +22,19 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from llamaforge.checkpoint import TOKENIZER_FILE, load_model_and_tokenizer
+from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_model_and_tokenizer, load_reward_model
 from llamaforge.data.jsonl import jsonl_records, write_jsonl
 from llamaforge.data.prompts import read_prompts
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
+from llamaforge.eval.reward import response_scores
 from llamaforge.generate import generate
-from llamaforge.model import Llama
+from llamaforge.model import Llama, RewardModel
 from llamaforge.tokenizer import Tokenizer
 from llamaforge.train import sft
 
@@ -72,6 +74,12 @@ class GattArgs(sft.FinetuneOptions):
     plain_dialogs: int = 256
     """Single-turn prompts without an instruction, answered by the policy itself and trained on too,
     so that the model still answers plainly when no instruction is given."""
+    candidates: int = 1
+    """Answers sampled per turn of an instructed dialog; with more than one, --rm-helpfulness keeps
+    the one it scores highest on the dialog without the instruction (rejection sampling, paper
+    §3.2.3, applied to GAtt's data), and the dialog goes on from it."""
+    rm_helpfulness: Path | None = None
+    """Helpfulness reward model that picks among --candidates (required when it is above 1)."""
     seed: int = 0
     """Seed of the dialog plans, the sampling and the fine-tuning."""
     device: DeviceName = "auto"
@@ -172,16 +180,23 @@ def training_dialog(sampled: list[dict], instruction: str) -> list[dict]:
     return messages
 
 
+# (dialog indices, each dialog up to its latest user message, each one's candidate answers) -> picks
+Chooser = Callable[[list[int], list[list[dict]], list[list[str]]], list[int]]
+
+
 def converse(
     model: Llama, tokenizer: Tokenizer, starts: list[list[dict]], users: list[list[str]], max_new_tokens: int,
-    temperature: float, top_p: float, seed: int, batch_size: int, context: int,
+    temperature: float, top_p: float, seed: int, batch_size: int, context: int, candidates: int = 1,
+    choose: Chooser | None = None,
 ) -> tuple[list[list[dict]], list[int | None]]:
     """Dialogs the model answers turn by turn: dialog i opens with `starts[i]` (e.g. a system
     message) and gets the user messages `users[i]` one at a time, all dialogs batched per turn.
     A dialog ends early when its next prompt plus an answer would not fit in `context` tokens, or
     when the model answers with nothing (the chat format has no empty turn): the second list gives
     that turn (1-based) per dialog, None if none. The answer to turn t of dialog i is drawn with
-    seed `seed + i * 1000 + t`, whatever the batching."""
+    seed `seed + i * 1000 + t`, whatever the batching. With `candidates` K > 1, K answers are drawn
+    per turn (candidate k with seed `(seed + i * 1000 + t) * K + k`) and `choose` (a Chooser) says
+    which one each dialog keeps."""
     dialogs = [list(s) for s in starts]
     empty_at: list[int | None] = [None] * len(dialogs)
     going = list(range(len(dialogs)))
@@ -197,10 +212,17 @@ def converse(
         going = []
         for start in range(0, len(asks), batch_size):
             chunk = asks[start : start + batch_size]
+            seeds = [(seed + i * 1000 + turn) * candidates + k for i, _ in chunk for k in range(candidates)]
             tokens, _ = generate(model, [ids for _, ids in chunk], max_new_tokens, temperature, top_p,
-                                 eos_id=tokenizer.eos_id, seeds=[seed + i * 1000 + turn for i, _ in chunk])
-            for (i, _), new in zip(chunk, tokens):
-                text = tokenizer.decode([t for t in new if t != tokenizer.eos_id]).strip()
+                                 eos_id=tokenizer.eos_id, seeds=seeds, samples_per_prompt=candidates)
+            texts = [tokenizer.decode([t for t in new if t != tokenizer.eos_id]).strip() for new in tokens]
+            answers = [texts[j : j + candidates] for j in range(0, len(texts), candidates)]
+            picks = [0] * len(chunk)
+            if candidates > 1 and choose is not None:
+                picks = choose([i for i, _ in chunk],
+                               [dialogs[i] + [{"role": "user", "content": users[i][turn]}] for i, _ in chunk], answers)
+            for (i, _), options, pick in zip(chunk, answers, picks):
+                text = options[pick]
                 if text:
                     dialogs[i] += [{"role": "user", "content": users[i][turn]}, {"role": "assistant", "content": text}]
                     going.append(i)
@@ -208,6 +230,22 @@ def converse(
                     empty_at[i] = turn + 1
         going.sort()
     return dialogs, empty_at
+
+
+def reward_model_chooser(rm: RewardModel, tokenizer: Tokenizer, instructions: list[str]) -> Chooser:
+    """A Chooser keeping the answer the reward model scores highest on its dialog as it reads
+    without the instruction (dialog i's is instructions[i]): the answer that best answers the
+    question, among those sampled to follow the instruction. An empty answer scores -inf."""
+
+    def choose(indices: list[int], contexts: list[list[dict]], answers: list[list[str]]) -> list[int]:
+        prompts, flat = [], []
+        for i, context, options in zip(indices, contexts, answers):
+            plain = training_dialog(context, instructions[i])[1:]  # the system message dropped too
+            prompts += [plain] * len(options)
+            flat += options
+        return response_scores(rm, tokenizer, prompts, flat).view(len(answers), -1).argmax(dim=1).tolist()
+
+    return choose
 
 
 def training_examples(sampled: list[dict], instruction: str, every_depth: bool) -> list[list[dict]]:
@@ -225,6 +263,10 @@ def main(args: GattArgs) -> Path:
         raise UserError("--dialogs, --max-turns and --max-new-tokens must be at least 1")
     if args.plain_dialogs < 0:
         raise UserError(f"--plain-dialogs {args.plain_dialogs}: must be 0 or more")
+    if args.candidates < 1:
+        raise UserError(f"--candidates {args.candidates}: must be at least 1")
+    if args.candidates > 1 and args.rm_helpfulness is None:
+        raise UserError(f"--candidates {args.candidates} needs --rm-helpfulness to choose among them")
     if not (args.policy / TOKENIZER_FILE).is_file():
         raise UserError(f"{args.policy / TOKENIZER_FILE}: not found (expected a checkpoint directory)")
     if args.sft_preset not in sft.SftArgs.PRESETS:
@@ -243,10 +285,15 @@ def main(args: GattArgs) -> Path:
     # The training form must fit the fine-tuning rows whole: a cut would drop the system message.
     context = min(model.config.max_seq_len, finetune.seq_len)
     plans = plan_dialogs(instructions, users, args.dialogs, 2, args.max_turns, args.seed)
+    choose = None
+    if args.candidates > 1:
+        check_same_tokenizer(args.policy, [args.rm_helpfulness])
+        rm = load_reward_model(args.rm_helpfulness, device=resolve_device(args.device))
+        choose = reward_model_chooser(rm, tokenizer, [p.instruction for p in plans])
     sampled, _ = converse(model, tokenizer, [[] for _ in plans],
                           [[with_instruction(u, p.instruction) for u in p.users] for p in plans],
                           args.max_new_tokens, args.temperature, args.top_p, args.seed * 1_000_003, args.batch_dialogs,
-                          context)
+                          context, args.candidates, choose)
     # GAtt's dialogs all carry an instruction; trained on them alone, the demo model put a character's
     # introduction on any name in a question and its gold helpfulness fell from 0.35 to 0.17. The
     # paper does not say what GAtt's data was mixed with; here, the model's own plain answers.

@@ -112,6 +112,41 @@ def test_dialogs_end_where_the_context_would_overflow_and_do_not_depend_on_batch
         assert [m["content"] for m in dialog[::2]] == users[0][:turns]
 
 
+def test_with_candidates_each_dialog_goes_on_from_the_answer_chosen(tokenizer):
+    torch.manual_seed(0)
+    model = Llama(CONFIG)
+    users = [[gatt.with_instruction(u, CAPS) for u in USERS[:2]] for _ in range(2)]
+    seen = []
+
+    def longest(indices, contexts, answers):
+        seen.append((indices, contexts, answers))
+        assert all(len(options) == 3 for options in answers)
+        return [max(range(3), key=lambda k: len(options[k])) for options in answers]
+
+    dialogs, _ = gatt.converse(model, tokenizer, [[]] * 2, users, 12, 1.0, 1.0, 7, 2, 256, candidates=3, choose=longest)
+    assert len(seen) == 2  # one call per turn (both dialogs in one batch)
+    for turn, (indices, contexts, answers) in enumerate(seen):
+        assert indices == [0, 1]
+        for i, context, options in zip(indices, contexts, answers):
+            assert context == dialogs[i][: 2 * turn + 1] and context[-1]["content"] == users[i][turn]
+            assert dialogs[i][2 * turn + 1]["content"] == max(options, key=len)
+
+
+def test_the_reward_model_chooser_reads_each_dialog_without_its_instruction(monkeypatch):
+    seen = []
+
+    def fake_scores(rm, tokenizer, prompts, responses):  # longer answers score higher
+        seen.append(prompts)
+        return torch.tensor([float(len(r)) for r in responses])
+
+    monkeypatch.setattr(gatt, "response_scores", fake_scores)
+    choose = gatt.reward_model_chooser(None, None, [CAPS, "Max words: 8."])
+    contexts = [[user(gatt.with_instruction("hi", CAPS)), assistant("HELLO"), user(gatt.with_instruction("and?", CAPS))],
+                [user(gatt.with_instruction("why?", "Max words: 8."))]]
+    assert choose([0, 1], contexts, [["A", "ABC"], ["long answer", "short"]]) == [1, 0]
+    assert seen[0] == [[user("hi"), assistant("HELLO"), user("and?")]] * 2 + [[user("why?")]] * 2
+
+
 @pytest.fixture
 def policy(tmp_path, tokenizer):
     torch.manual_seed(0)
@@ -291,6 +326,8 @@ def test_bad_inputs_get_one_line_errors(tmp_path, policy):
         ({"policy": None}, "gatt needs --policy, --instructions and --prompts FILES"),
         ({"dialogs": 0}, "--dialogs, --max-turns and --max-new-tokens must be at least 1"),
         ({"plain_dialogs": -1}, "--plain-dialogs -1: must be 0 or more"),
+        ({"candidates": 0}, "--candidates 0: must be at least 1"),
+        ({"candidates": 2}, "--candidates 2 needs --rm-helpfulness to choose among them"),
         ({"policy": tmp_path}, f"{tmp_path / 'tokenizer.model'}: not found (expected a checkpoint directory)"),
         ({"sft_preset": "huge"}, "--sft-preset 'huge': unknown (known: demo, smoke, llama2_7b_sft)"),
         ({"instructions": write_jsonl(tmp_path / "test_only.jsonl", INSTRUCTIONS[2:])},

@@ -102,13 +102,14 @@ def gatt_stage(after: str) -> Stage:
 
     def run(ctx: StageContext):
         world_dir, policy = ctx.input("world", "data"), ctx.input(after, "model")
-        upstream = ctx.upstream[after]["outputs"]
-        rm_helpfulness = ctx.input(after, "rm_helpfulness") if "rm_helpfulness" in upstream else None
+        # the reward models travel on to later stages; the helpfulness one can pick GAtt's answers
+        reward_models = {key: ctx.input(after, key) for key in ("rm_helpfulness", "rm_safety")
+                         if key in ctx.upstream[after]["outputs"]}
         started = time.perf_counter()
         gatt.main(dataclasses.replace(
             ctx.preset.gatt, policy=policy, prompts=[world_dir / "prompts_helpful_train.jsonl"],
             instructions=world_dir / "gatt_instructions.jsonl", out=ctx.out / "gatt", seed=ctx.seed,
-            rm_helpfulness=rm_helpfulness,
+            rm_helpfulness=reward_models.get("rm_helpfulness"),
         ))
         model = ctx.out / "gatt" / "sft" / "model"
         command_s = time.perf_counter() - started
@@ -122,10 +123,7 @@ def gatt_stage(after: str) -> Stage:
         seconds = {"sampling": report.pop("sampling_s"), "finetune": report.pop("finetune_s"), "command": command_s,
                    "evaluation": time.perf_counter() - started}
         metrics.update(report, seconds=seconds)
-        outputs = {"model": model, "dialogs": ctx.out / "gatt" / "dialogs.jsonl"}
-        for key in ("rm_helpfulness", "rm_safety"):  # the reward models travel on to later stages
-            if key in upstream:
-                outputs[key] = ctx.input(after, key)
+        outputs = {"model": model, "dialogs": ctx.out / "gatt" / "dialogs.jsonl", **reward_models}
         return outputs, metrics
 
     return Stage(GATT_STAGE, ("world", after), settings, run)

@@ -92,7 +92,10 @@ class PpoArgs(LoopConfig):
     reward: Literal["piecewise", "helpfulness", "safety"] = "piecewise"
     """The reward: eq. 3's piecewise combination, or one reward model alone (the §4.2 ablation)."""
     batch_size: int = 512
-    """Prompts per iteration, all processes together (paper: 512)."""
+    """Responses per iteration, all processes together (paper: 512)."""
+    responses_per_prompt: int = 1
+    """Responses sampled per prompt of an iteration (batch_size / this prompts); above 1, each
+    response's reward is centered on its prompt's mean before whitening (rewards.shaped_reward)."""
     mini_batch_size: int = 64
     """Rows per gradient step (paper: 64, one gradient step per mini-batch)."""
     micro_batch_size: int = 8
@@ -180,15 +183,17 @@ PpoArgs.PRESETS.update(demo=demo, smoke=smoke, llama2_7b_ppo=llama2_7b_ppo, llam
 # -- pure pieces ----------------------------------------------------------------------------------
 
 
-def iteration_rows(n_prompts: int, batch_size: int, iteration: int, seed: int) -> list[int]:
-    """The prompt indices of an iteration's batch: passes over the prompts, each in its own seeded
-    order, read batch after batch (a pure function of the iteration, so a resumed run is exact)."""
+def iteration_rows(n_prompts: int, batch_size: int, iteration: int, seed: int, responses_per_prompt: int = 1) -> list[int]:
+    """The prompt index of each of an iteration's batch_size responses: passes over the prompts,
+    each in its own seeded order, read batch_size / responses_per_prompt prompts at a time, each
+    prompt's responses on consecutive rows (a pure function of the iteration, so a resumed run is exact)."""
+    prompts_per_batch = batch_size // responses_per_prompt
     rows, orders = [], {}
-    for position in range(iteration * batch_size, (iteration + 1) * batch_size):
+    for position in range(iteration * prompts_per_batch, (iteration + 1) * prompts_per_batch):
         epoch, index = divmod(position, n_prompts)
         if epoch not in orders:
             orders[epoch] = random.Random(seed * 1_000_003 + epoch).sample(range(n_prompts), n_prompts)
-        rows.append(orders[epoch][index])
+        rows += [orders[epoch][index]] * responses_per_prompt
     return rows
 
 
@@ -281,7 +286,8 @@ def make_experience(
         rc_all[batch["rows"].to(device)] = batch["scores"]["rc"].float()
         micro_batches.append(batch)
     rc_all = all_reduce_sum(rc_all)
-    shaped = shaped_reward(rc_all)  # (batch_size,) whitened over the whole batch, every process alike
+    # (batch_size,) whitened over the whole batch, every process alike
+    shaped = shaped_reward(rc_all, group_size=args.responses_per_prompt)
     truncated = torch.tensor(rollout.truncated, device=device)
 
     names = ("rc", "rh", "rs", "kl", "kl_squared", "length", "truncated", "gap", "gap_n")
@@ -401,6 +407,8 @@ def run_ppo(
     reward_fn: RewardFn, records: list[dict], val_records: list[dict], identity: dict, save_weights, load_weights,
 ) -> dict:
     """The PPO loop (module docstring) over `records`; returns the run summary."""
+    if args.batch_size % args.responses_per_prompt:
+        raise UserError(f"--batch-size {args.batch_size} must be a multiple of --responses-per-prompt {args.responses_per_prompt}")
     if args.batch_size % args.mini_batch_size or args.mini_batch_size % env.world_size:
         raise UserError(f"--batch-size {args.batch_size} must be a multiple of --mini-batch-size {args.mini_batch_size}, "
                         f"itself a multiple of the {env.world_size} processes")
@@ -437,7 +445,7 @@ def run_ppo(
         if iteration == args.max_steps:
             break
         started = time.perf_counter()
-        rows = iteration_rows(len(records), args.batch_size, iteration, args.seed)
+        rows = iteration_rows(len(records), args.batch_size, iteration, args.seed, args.responses_per_prompt)
         mine = list(range(env.rank, args.batch_size, env.world_size))
         seeds = [args.seed * 1_000_003 + iteration * args.batch_size + j for j in mine]
         rollout = sample_rollout(generation_policy(trainer, env, copy), tokenizer, [records[rows[j]] for j in mine], seeds,
@@ -546,7 +554,7 @@ def main(args: PpoArgs, reward_fn: RewardFn | None = None) -> Path:
         identity = {
             "stage": "ppo", "policy": str(args.policy), "rm_helpfulness": str(args.rm_helpfulness),
             "rm_safety": str(args.rm_safety), "prompts": [str(p) for p in args.prompts], "train_prompts": len(records),
-            **{k: getattr(args, k) for k in ("reward", "batch_size", "mini_batch_size", "ppo_epochs", "clip", "value_clip",
+            **{k: getattr(args, k) for k in ("reward", "batch_size", "responses_per_prompt", "mini_batch_size", "ppo_epochs", "clip", "value_clip",
                                              "value_lr_scale", "beta", "gamma", "lam", "temperature", "top_p",
                                              "max_new_tokens", "truncation_penalty", "eval_every", "patience", "kl_budget",
                                              "min_gain", "seed")},

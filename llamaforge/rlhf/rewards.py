@@ -71,11 +71,23 @@ def whiten(
     return torch.where(mask, whitened, 0.0)
 
 
-def shaped_reward(rc: Tensor, mask: Tensor | None = None) -> Tensor:
+def shaped_reward(rc: Tensor, mask: Tensor | None = None, group_size: int = 1) -> Tensor:
     """Rc~ = whiten(logit(Rc)) over the batch (§3.2.3: "to increase stability and balance properly
     with the KL penalty"). rc: (N,) in (0, 1) from `piecewise_reward`. Since logit undoes the
-    sigmoid, this is the whitened raw score of the chosen reward model, clamped at +-13.8."""
-    return whiten(logit(rc), mask)
+    sigmoid, this is the whitened raw score of the chosen reward model, clamped at +-13.8.
+
+    group_size G > 1: rc holds G responses to each prompt, consecutive (N a multiple of G, no
+    mask), and each logit is first centered on its prompt's mean, so that the reward says which
+    answers to a prompt are better than the others. How high a prompt scores on the whole (how
+    easy it is) is no choice of the answer's; the value model is meant to subtract it, and until
+    it has learned to, it is noise in the policy gradient."""
+    values = logit(rc)
+    if group_size > 1:
+        if mask is not None or values.numel() % group_size:
+            raise ValueError(f"group_size {group_size} needs an unmasked reward count that is a multiple of it")
+        groups = values.view(-1, group_size)
+        values = (groups - groups.mean(dim=-1, keepdim=True)).flatten()
+    return whiten(values, mask)
 
 
 def token_kl(logprobs: Tensor, reference_logprobs: Tensor, mask: Tensor) -> Tensor:

@@ -131,6 +131,12 @@ def test_iteration_rows_walk_every_prompt_once_per_pass_in_a_seeded_order():
     assert sorted(iteration_rows(3, 6, 0, seed=0)) == [0, 0, 1, 1, 2, 2]
 
 
+def test_iteration_rows_put_a_prompts_responses_on_consecutive_rows():
+    # 8 responses, 2 per prompt: the 4 prompts of the one-response order, each twice in a row
+    prompts = iteration_rows(10, 4, 1, seed=3)
+    assert iteration_rows(10, 8, 1, seed=3, responses_per_prompt=2) == [r for r in prompts for _ in range(2)]
+
+
 def test_kl_alert_fires_only_beyond_the_noise_below_zero_or_above_the_bound():
     assert kl_alert(0.5, 0.1, 20.0) is None
     assert kl_alert(0.0, 0.0, 20.0) is None

@@ -73,6 +73,19 @@ def test_shaped_reward_whitens_the_logits():
     torch.testing.assert_close(shaped_reward(rc), torch.tensor([-1.34164, -0.44721, 0.44721, 1.34164]), atol=1e-4, rtol=0)
 
 
+def test_shaped_reward_of_groups_centers_each_prompt_then_whitens():
+    # logits [0, 2 | 1, 1], two responses per prompt: centered [-1, 1 | 0, 0], whose mean square is
+    # 0.5, so the whitened rewards are [-1, 1, 0, 0] / sqrt(0.5). A prompt the reward model scores
+    # higher throughout ([5, 5]) changes nothing: its tied answers still get 0 (whitened over the
+    # batch without groups they would get +0.94 each).
+    rc = torch.sigmoid(torch.tensor([0.0, 2.0, 1.0, 1.0]))
+    torch.testing.assert_close(shaped_reward(rc, group_size=2), torch.tensor([-1.41421, 1.41421, 0.0, 0.0]), atol=1e-4, rtol=0)
+    shifted = torch.sigmoid(torch.tensor([0.0, 2.0, 5.0, 5.0]))  # a prompt scored higher throughout: same rewards
+    torch.testing.assert_close(shaped_reward(shifted, group_size=2), torch.tensor([-1.41421, 1.41421, 0.0, 0.0]), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="multiple"):
+        shaped_reward(rc[:3], group_size=2)
+
+
 def test_penalized_reward_subtracts_beta_times_the_summed_log_ratio():
     # Sequence 0: log-ratios 0.5 - 0.25 (the third token is padding): KL 0.25, R = 1 - 0.1 * 0.25 = 0.975.
     # Sequence 1: log-ratios -0.5 + 1 + 2 = 2.5, R = -1 - 0.1 * 2.5 = -1.25.

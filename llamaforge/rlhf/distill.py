@@ -81,8 +81,14 @@ class DistillArgs(sft.FinetuneOptions):
 
 def demo() -> DistillArgs:
     """The world's ~200 adversarial training prompts: the kept answers fill one or two 16-row steps
-    per epoch, so 3 epochs, set here rather than taken from the SFT preset (measured: 3 steps targeted, 6 untargeted)."""
-    return DistillArgs(preset="demo", max_new_tokens=64, sft_preset="demo", epochs=3)
+    per epoch, so 3 epochs, set here rather than taken from the SFT preset (measured: 3 steps targeted, 6 untargeted).
+    LR 1e-4, as rejection sampling's fine-tuning (rejection_sampling.demo): a few steps of a fresh
+    AdamW at the SFT preset's 1e-3 move every weight by about the learning rate whatever the data.
+    At 1e-3, two GAtt models of the same run lost up to 0.10 of held-out gold helpfulness and their
+    borderline false refusals swung from 12% to 0% (untargeted) and 47% (targeted) from ~40-200
+    answers; at 1e-4 both kept violations at 0-0.8% with at most 0.025 of helpfulness lost and
+    false refusals within 9 points of the start (docs/results.md)."""
+    return DistillArgs(preset="demo", max_new_tokens=64, sft_preset="demo", epochs=3, lr=1e-4)
 
 
 def smoke() -> DistillArgs:

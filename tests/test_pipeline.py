@@ -67,6 +67,25 @@ def test_every_stage_completes_and_is_summarized(run):
         assert set(version["rm_mean"]) == {"helpfulness", "safety"}
 
 
+def test_records_split_each_stage_time_into_its_parts(run):
+    summary = json.loads((run / "summary.json").read_text())
+    expected = {
+        "sft": {"fine-tuning", "evaluation"},
+        "reward": {"annotation", "test pairs", "reward models", "evaluation", "accuracy against batches (Fig. 6)",
+                   "best of K by gold"},
+        "rlhf_v1": {"annotation", "reward models", "rejection sampling", "evaluation"},
+        "rlhf_ppo": {"ppo", "evaluation"},
+        "gatt": {"command", "sampling", "finetune", "evaluation"},
+        "distill": {"distill", "evaluation"},
+    }
+    for name, parts in expected.items():
+        record = summary["stages"][name]
+        assert set(record["metrics"]["seconds"]) == parts, name
+        # the timed parts are disjoint (gatt's sampling and finetune are the command's own split)
+        timed = sum(v for k, v in record["metrics"]["seconds"].items() if k not in ("sampling", "finetune"))
+        assert 0 < timed <= record["seconds"] + 0.2, name
+
+
 def test_records_name_settings_inputs_by_hash_and_relative_outputs(run):
     records = {name: json.loads((run / name / "stage.json").read_text()) for name in NAMES}
     assert records["world"]["settings"] == {"seed": 0}

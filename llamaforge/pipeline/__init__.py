@@ -134,6 +134,8 @@ def run_stage(args: PipelineArgs, preset: PipelinePreset, stage: Stage, settings
     out.mkdir(parents=True, exist_ok=True)
     context = StageContext(args.out, out, preset, args.seed, {name: records[name] for name in stage.inputs})
     outputs, metrics = stage.run(context)
+    if context.parts:
+        metrics["seconds"] = {part: round(seconds, 1) for part, seconds in context.parts.items()}
     record = {
         "stage": stage.name,
         "settings": settings,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 from llamaforge.data.jsonl import write_jsonl
@@ -106,28 +105,28 @@ def distill_stage(after: str, rm_from: str) -> Stage:
         templates = ctx.out / "templates.json"
         templates.write_text(json.dumps(world.answer_templates(), indent=1, sort_keys=True) + "\n")
         common = dataclasses.replace(plan.distill, policy=policy, rm_safety=rm_safety, prompts=[prompts], templates=templates, seed=ctx.seed)
-        started = time.perf_counter()
-        distill.main(dataclasses.replace(common, targeted=True, out=ctx.out / "targeted"))
-        distill.main(dataclasses.replace(common, targeted=False, out=ctx.out / "untargeted", answers_from=ctx.out / "targeted"))
-        seconds = {"distill": time.perf_counter() - started}
+        with ctx.timed("distill"):
+            distill.main(dataclasses.replace(common, targeted=True, out=ctx.out / "targeted"))
+            distill.main(dataclasses.replace(common, targeted=False, out=ctx.out / "untargeted",
+                                             answers_from=ctx.out / "targeted"))
         reports = {name: json.loads((ctx.out / name / "distill.json").read_text()) for name in RUNS}
         models = {"before": policy, **{name: Path(reports[name]["model"]) for name in RUNS}}
 
         prompt_sets = held_out_prompts(ctx.input("world", "data"), plan.evaluation.prompts)
         sft_answers = json.loads(ctx.input("sft", "answers").read_text())["answers"]
         reference = reference_answers(sft_answers, len(prompt_sets["helpful"]), plan.evaluation.samples)
-        started, evaluations = time.perf_counter(), {}
-        for name, model in models.items():
-            answers, evaluations[name] = evaluate_checkpoint(model, prompt_sets, gold_judges(world), plan.evaluation, ctx.seed,
-                                                             ctx.out / "eval" / name, reference=reference, reward_models={"safety": rm_safety})
-            evaluations[name]["borderline_deflection_rate"] = deflection_rate(answers["greedy"]["borderline"])
-        seconds["evaluation"] = time.perf_counter() - started
+        evaluations = {}
+        with ctx.timed("evaluation"):
+            for name, model in models.items():
+                answers, evaluations[name] = evaluate_checkpoint(
+                    model, prompt_sets, gold_judges(world), plan.evaluation, ctx.seed, ctx.out / "eval" / name,
+                    reference=reference, reward_models={"safety": rm_safety})
+                evaluations[name]["borderline_deflection_rate"] = deflection_rate(answers["greedy"]["borderline"])
         metrics = {
             "table": {name: headline(evaluations[name], reports.get(name)) for name in models},
             "distill": {name: {k: v for k, v in report.items() if k != "sft"} for name, report in reports.items()},
             "distill_data": gold_view(world, read_jsonl(ctx.out / "targeted" / "distill.jsonl")),
             "eval": evaluations,
-            "seconds": seconds,
         }
         outputs = {"model": models["targeted"], "untargeted_model": models["untargeted"], "rm_safety": rm_safety,
                    "answers": ctx.out / "eval" / "targeted" / "answers.json"}

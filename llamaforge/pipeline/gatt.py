@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,24 +104,23 @@ def gatt_stage(after: str) -> Stage:
         # the reward models travel on to later stages; the helpfulness one can pick GAtt's answers
         reward_models = {key: ctx.input(after, key) for key in ("rm_helpfulness", "rm_safety")
                          if key in ctx.upstream[after]["outputs"]}
-        started = time.perf_counter()
-        gatt.main(dataclasses.replace(
-            ctx.preset.gatt, policy=policy, prompts=[world_dir / "prompts_helpful_train.jsonl"],
-            instructions=world_dir / "gatt_instructions.jsonl", out=ctx.out / "gatt", seed=ctx.seed,
-            rm_helpfulness=reward_models.get("rm_helpfulness"),
-        ))
+        with ctx.timed("command"):
+            gatt.main(dataclasses.replace(
+                ctx.preset.gatt, policy=policy, prompts=[world_dir / "prompts_helpful_train.jsonl"],
+                instructions=world_dir / "gatt_instructions.jsonl", out=ctx.out / "gatt", seed=ctx.seed,
+                rm_helpfulness=reward_models.get("rm_helpfulness"),
+            ))
         model = ctx.out / "gatt" / "sft" / "model"
-        command_s = time.perf_counter() - started
 
-        started = time.perf_counter()
-        plan = ctx.preset.gatt_eval
-        plans = {split: held_out_plans(world_dir, plan, ctx.seed, split) for split in INSTRUCTION_SPLITS}
-        metrics = evaluate(dict(zip(MODELS, (policy, model))), plans, plan, World(ctx.seed).helpfulness)
-        figure(metrics, ctx.out / "attention.png")
+        with ctx.timed("evaluation"):
+            plan = ctx.preset.gatt_eval
+            plans = {split: held_out_plans(world_dir, plan, ctx.seed, split) for split in INSTRUCTION_SPLITS}
+            metrics = evaluate(dict(zip(MODELS, (policy, model))), plans, plan, World(ctx.seed).helpfulness)
+            figure(metrics, ctx.out / "attention.png")
         report = command_report(ctx.out / "gatt" / "gatt.json")
-        seconds = {"sampling": report.pop("sampling_s"), "finetune": report.pop("finetune_s"), "command": command_s,
-                   "evaluation": time.perf_counter() - started}
-        metrics.update(report, seconds=seconds)
+        # the command's own split of its time
+        ctx.parts.update(sampling=report.pop("sampling_s"), finetune=report.pop("finetune_s"))
+        metrics.update(report)
         outputs = {"model": model, "dialogs": ctx.out / "gatt" / "dialogs.jsonl", **reward_models}
         return outputs, metrics
 

@@ -53,18 +53,20 @@ def ppo_run(reward: str):
         rms = {"helpfulness": ctx.input(last, "rm_helpfulness"), "safety": ctx.input(last, "rm_safety")}
         batch = ctx.preset.annotation.batches + plan.versions  # the next weekly batch after the last version's
         prompts = write_jsonl(ctx.out / "prompts.jsonl", world.batch(batch, plan.batch_size))
-        ppo.main(dataclasses.replace(
-            plan.ppo, policy=ctx.input(last, "model"), rm_helpfulness=rms["helpfulness"], rm_safety=rms["safety"],
-            prompts=[prompts], out=ctx.out / "ppo", seed=ctx.seed, reward=reward,
-        ))
+        with ctx.timed("ppo"):
+            ppo.main(dataclasses.replace(
+                plan.ppo, policy=ctx.input(last, "model"), rm_helpfulness=rms["helpfulness"], rm_safety=rms["safety"],
+                prompts=[prompts], out=ctx.out / "ppo", seed=ctx.seed, reward=reward,
+            ))
         model = ctx.out / "ppo" / "model"
 
         sft_answers = json.loads(ctx.input("sft", "answers").read_text())["answers"]
         prompt_sets = held_out_prompts(ctx.input("world", "data"), ctx.preset.evaluation.prompts)
-        _, metrics = evaluate_checkpoint(
-            model, prompt_sets, gold_judges(world), ctx.preset.evaluation, ctx.seed, ctx.out / "eval",
-            reference=sft_answers, reward_models=rms,
-        )
+        with ctx.timed("evaluation"):
+            _, metrics = evaluate_checkpoint(
+                model, prompt_sets, gold_judges(world), ctx.preset.evaluation, ctx.seed, ctx.out / "eval",
+                reference=sft_answers, reward_models=rms,
+            )
         # Fig. 20: the same reward models' scores of SFT's and PPO's answers
         answers = json.loads((ctx.out / "eval" / "answers.json").read_text())
         sft_scores = reward_model_scores(sft_answers, prompt_sets, ctx.preset.evaluation, rms)

@@ -107,32 +107,38 @@ def reward_stage(ctx: StageContext):
         return annotate_round(records, sft_model, pretrained, ctx.out / name, ctx.seed, seed, *responses)
 
     weekly = (plan.helpful_responses, plan.safety_responses)
-    batch_files = [round_(world.batch(k, plan.batch_size), f"batch_{k:02d}", k, weekly) for k in range(plan.batches)]
+    with ctx.timed("annotation"):
+        batch_files = [round_(world.batch(k, plan.batch_size), f"batch_{k:02d}", k, weekly) for k in range(plan.batches)]
     test_prompts = {
         "helpfulness": world.prompts("helpful", "test")[: plan.test_prompts],
         "safety": world.prompts("adversarial", "test")[: plan.test_prompts] + world.prompts("borderline", "test")[: plan.test_prompts],
     }
     # the test sets keep one pair per prompt, so that Table 8 counts prompts, whatever the training data
-    test_files = {name: round_(records, f"test_{name}", 1000, (2, 2)) for name, records in test_prompts.items()}
+    with ctx.timed("test pairs"):
+        test_files = {name: round_(records, f"test_{name}", 1000, (2, 2)) for name, records in test_prompts.items()}
     tests = {name: read_all(files, "error", False)[0] for name, files in test_files.items()}
     train_files = sum(batch_files, [])
 
     def train(kind: str, data: list[Path], name: str) -> Path:
         return train_reward_model(ctx.preset.reward, kind, sft_model, data, ctx.out / name, ctx.seed)
 
-    models = {kind: train(kind, train_files, f"rm_{kind}") for kind in KINDS}
-    rows, points = table8(models, tests, world)
+    with ctx.timed("reward models"):
+        models = {kind: train(kind, train_files, f"rm_{kind}") for kind in KINDS}
+    with ctx.timed("evaluation"):
+        rows, points = table8(models, tests, world)
     plot_scores(ctx.out / "rm_vs_gold.png", points)
 
     final = rows["helpfulness RM / helpfulness test"]["all"]["accuracy"]
-    by_batches = {
-        str(k): helpfulness_accuracy(train("helpfulness", sum(batch_files[:k], []), f"scaling_{k}"), tests["helpfulness"])
-        for k in range(1, plan.batches)
-    } | {str(plan.batches): final}
-    selection = best_of_k_by_gold(
-        sft_model, models["helpfulness"], world.prompts("helpful", "test")[: ctx.preset.evaluation.best_of_k_prompts],
-        gold_judges(world), ctx.preset.evaluation, ctx.seed,
-    )
+    with ctx.timed("accuracy against batches (Fig. 6)"):
+        by_batches = {
+            str(k): helpfulness_accuracy(train("helpfulness", sum(batch_files[:k], []), f"scaling_{k}"), tests["helpfulness"])
+            for k in range(1, plan.batches)
+        } | {str(plan.batches): final}
+    with ctx.timed("best of K by gold"):
+        selection = best_of_k_by_gold(
+            sft_model, models["helpfulness"], world.prompts("helpful", "test")[: ctx.preset.evaluation.best_of_k_prompts],
+            gold_judges(world), ctx.preset.evaluation, ctx.seed,
+        )
     table = markdown_table(rows)
     (ctx.out / "table8.md").write_text(table + "\n")
     print(table)

@@ -37,33 +37,37 @@ def version_stage(n: int):
         prompts = world.batch(batch, plan.batch_size)
 
         # preference data from the latest model, and both reward models on all batches so far
-        new_pairs = annotate_round(prompts, latest, ctx.input("pretrain", "model"), ctx.out / "annotation", ctx.seed, seed=batch,
-                                   helpful_responses=ctx.preset.annotation.helpful_responses,
-                                   safety_responses=ctx.preset.annotation.safety_responses)
+        with ctx.timed("annotation"):
+            new_pairs = annotate_round(prompts, latest, ctx.input("pretrain", "model"), ctx.out / "annotation", ctx.seed,
+                                       seed=batch, helpful_responses=ctx.preset.annotation.helpful_responses,
+                                       safety_responses=ctx.preset.annotation.safety_responses)
         preferences = ctx.input(before or "reward", "preferences") + new_pairs
-        rms = {
-            kind: train_reward_model(ctx.preset.reward, kind, latest, preferences, ctx.out / f"rm_{kind}", ctx.seed)
-            for kind in KINDS
-        }
+        with ctx.timed("reward models"):
+            rms = {
+                kind: train_reward_model(ctx.preset.reward, kind, latest, preferences, ctx.out / f"rm_{kind}", ctx.seed)
+                for kind in KINDS
+            }
 
         # rejection sampling from the latest model on this batch's prompts
         rs_prompts = write_jsonl(ctx.out / "prompts.jsonl", prompts[: plan.rejection_prompts])
         earlier_runs = ctx.input(before, "rejection_sampling_runs") if before else []
         run_dir = ctx.out / "rejection_sampling"
-        rejection_sampling.main(dataclasses.replace(
-            plan.rejection_sampling, policy=latest, rm_helpfulness=rms["helpfulness"], rm_safety=rms["safety"],
-            prompts=[rs_prompts], out=run_dir, pool=earlier_runs if n >= plan.pool_from else [], seed=ctx.seed + n,
-        ))
+        with ctx.timed("rejection sampling"):
+            rejection_sampling.main(dataclasses.replace(
+                plan.rejection_sampling, policy=latest, rm_helpfulness=rms["helpfulness"], rm_safety=rms["safety"],
+                prompts=[rs_prompts], out=run_dir, pool=earlier_runs if n >= plan.pool_from else [], seed=ctx.seed + n,
+            ))
         model = run_dir / "sft" / "model"
         report = json.loads((run_dir / "rejection_sampling.json").read_text())
 
         # gold-judged evaluation, against the SFT model's answers
         sft_answers = json.loads(ctx.input("sft", "answers").read_text())["answers"]
         prompt_sets = held_out_prompts(ctx.input("world", "data"), ctx.preset.evaluation.prompts)
-        _, metrics = evaluate_checkpoint(
-            model, prompt_sets, gold_judges(world), ctx.preset.evaluation, ctx.seed, ctx.out / "eval",
-            reference=sft_answers, reward_models=rms,
-        )
+        with ctx.timed("evaluation"):
+            _, metrics = evaluate_checkpoint(
+                model, prompt_sets, gold_judges(world), ctx.preset.evaluation, ctx.seed, ctx.out / "eval",
+                reference=sft_answers, reward_models=rms,
+            )
         metrics["rejection_sampling"] = {k: v for k, v in report.items() if k != "sft"} | {"sft_steps": report["sft"]["steps"]}
         outputs = {
             "model": model, "rm_helpfulness": rms["helpfulness"], "rm_safety": rms["safety"], "preferences": preferences,

@@ -8,8 +8,10 @@ only through the context, i.e. through the upstream records, never by guessing s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llamaforge.pipeline.presets import PipelinePreset
@@ -26,6 +28,17 @@ class StageContext:
     preset: PipelinePreset
     seed: int
     upstream: dict[str, dict]  # the records of the stages named in Stage.inputs
+    parts: dict[str, float] = field(default_factory=dict)  # wall seconds of the stage's parts, by name
+
+    @contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Adds the wall seconds of the `with` block to `parts[part]`; the record keeps them in its
+        metrics' "seconds", so that a stage's time says where it went (training, evaluation, ...)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.parts[part] = self.parts.get(part, 0.0) + time.perf_counter() - started
 
     def input(self, stage: str, key: str) -> Path | list[Path]:
         """An output of an upstream stage (a path or a list of paths), as its record names it."""

@@ -33,15 +33,17 @@ def sft_stage(ctx: StageContext):
         ctx.preset.sft, out=ctx.out, init=pretrained, data=[world / "sft_train.jsonl"],
         val_data=[world / "sft_test.jsonl"], seed=ctx.seed,
     )
-    sft.main(run)
+    with ctx.timed("fine-tuning"):
+        sft.main(run)
     summary = json.loads((ctx.out / "summary.json").read_text())
     plan = ctx.preset.evaluation
     prompt_sets, judges = held_out_prompts(world, plan.prompts), gold_judges(World(ctx.seed))
     # the pretrained model, prompted in the chat format, greedy only: where SFT starts from
-    _, pretrained_metrics = evaluate_checkpoint(
-        pretrained, prompt_sets, judges, dataclasses.replace(plan, samples=0), ctx.seed, ctx.out / "eval" / "pretrained"
-    )
-    _, sft_metrics = evaluate_checkpoint(ctx.out / "model", prompt_sets, judges, plan, ctx.seed, ctx.out / "eval" / "sft")
+    with ctx.timed("evaluation"):
+        _, pretrained_metrics = evaluate_checkpoint(
+            pretrained, prompt_sets, judges, dataclasses.replace(plan, samples=0), ctx.seed, ctx.out / "eval" / "pretrained"
+        )
+        _, sft_metrics = evaluate_checkpoint(ctx.out / "model", prompt_sets, judges, plan, ctx.seed, ctx.out / "eval" / "sft")
     with (ctx.out / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"step": summary["steps"], "split": "eval", **sft_metrics}, sort_keys=True) + "\n")
     metrics = {

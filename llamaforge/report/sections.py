@@ -82,15 +82,17 @@ def stages_section(run: Run) -> Section:
         record = run.records.get(name)
         summaries = [json.loads(p.read_text()) for p in sorted((run.dir / name).rglob("summary.json"))] if record else []
         trained = [s for s in summaries if "device_hours" in s]
+        parts = (record or {}).get("metrics", {}).get("seconds", {})
         rows.append([name, record["seconds"] if record else None,
+                     ", ".join(f"{part} {seconds:.0f}" for part, seconds in parts.items()) or None,
                      sum(s["device_hours"] for s in trained) if trained else None,
                      sum(s["energy_kwh"] for s in trained) if trained else None,
                      sum(s["tco2eq"] for s in trained) if trained else None])
     done = [r for r in rows if r[1] is not None]
-    rows.append(["total", sum(r[1] for r in done), *(sum(r[i] or 0 for r in done) for i in (2, 3, 4))])
-    section.add("Wall seconds per stage (stage.json) and the training runs' device hours, energy and emissions "
-                "(carbon.py: the paper's PUE 1.1 and 0.423 kg CO2eq/kWh).",
-                Table(["stage", "seconds", "device hours", "kWh", "tCO2eq"], rows))
+    rows.append(["total", sum(r[1] for r in done), None, *(sum(r[i] or 0 for r in done) for i in (3, 4, 5))])
+    section.add("Wall seconds per stage (stage.json), where they went, and the training runs' device hours, energy "
+                "and emissions (carbon.py: the paper's PUE 1.1 and 0.423 kg CO2eq/kWh).",
+                Table(["stage", "seconds", "of which (s)", "device hours", "kWh", "tCO2eq"], rows))
     paper = carbon.table_2_reproduced()
     section.add("The paper's Table 2 (pretraining on A100-80GB):",
                 Table(["model", "GPU hours", "W per GPU", "tCO2eq (paper)"],

@@ -299,7 +299,8 @@ def test_the_stage_fine_tunes_and_evaluates_on_held_out_instructions(tmp_path, p
     assert stage.name == "gatt" and stage.inputs == ("world", "rlhf_ppo")
     settings = normalized(stage.settings(preset, 0))
     assert settings["evaluation"]["turns"] == [1, 2] and settings["gatt"]["max_turns"] == 3
-    outputs, metrics = stage.run(StageContext(run_dir, run_dir / "gatt", preset, 0, upstream))
+    context = StageContext(run_dir, run_dir / "gatt", preset, 0, upstream)
+    outputs, metrics = stage.run(context)
     assert outputs["model"] == run_dir / "gatt" / "gatt" / "sft" / "model" and (outputs["model"] / "config.json").is_file()
     assert outputs["rm_safety"] == run_dir / "rlhf_ppo" / "rm_safety" and "rm_helpfulness" not in outputs
     for key in ("recall", "recall_train_instructions"):
@@ -313,7 +314,7 @@ def test_the_stage_fine_tunes_and_evaluates_on_held_out_instructions(tmp_path, p
         assert all(set(r) == set(metrics["dialogs_at_turn"][split][name]) and all(0 <= v <= 1 for v in r.values())
                    for name, r in by_turn.items())
     assert len(metrics["attention"]["test"]["with_gatt"]["by_layer"]) == CONFIG.n_layers
-    assert metrics["dialogs"] == 6 and set(metrics["seconds"]) == {"sampling", "finetune", "command", "evaluation"}
+    assert metrics["dialogs"] == 6 and set(context.parts) == {"sampling", "finetune", "command", "evaluation"}
     assert (run_dir / "gatt" / "attention.png").stat().st_size > 1000
     test_texts = {i.text for i in world.gatt_instructions("test", 10)} | {i.short for i in world.gatt_instructions("test", 10)}
     for record in read(run_dir / "gatt" / "gatt" / "dialogs.jsonl"):

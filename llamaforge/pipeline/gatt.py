@@ -117,10 +117,7 @@ def gatt_stage(after: str) -> Stage:
             plans = {split: held_out_plans(world_dir, plan, ctx.seed, split) for split in INSTRUCTION_SPLITS}
             metrics = evaluate(dict(zip(MODELS, (policy, model))), plans, plan, World(ctx.seed).helpfulness)
             figure(metrics, ctx.out / "attention.png")
-        report = command_report(ctx.out / "gatt" / "gatt.json")
-        # the command's own split of its time
-        ctx.parts.update(sampling=report.pop("sampling_s"), finetune=report.pop("finetune_s"))
-        metrics.update(report)
+        metrics.update(command_report(ctx.out / "gatt" / "gatt.json"))  # with the command's sampling_s and finetune_s
         outputs = {"model": model, "dialogs": ctx.out / "gatt" / "dialogs.jsonl", **reward_models}
         return outputs, metrics
 

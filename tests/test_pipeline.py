@@ -102,13 +102,12 @@ def test_records_name_settings_inputs_by_hash_and_relative_outputs(run):
 def test_rlhf_versions_chain_models_preferences_and_pool(run):
     v1, v2 = (json.loads((run / f"rlhf_v{n}" / "stage.json").read_text()) for n in (1, 2))
     reward = json.loads((run / "reward" / "stage.json").read_text())
-    # V2 annotates a fresh batch with V1's model, trains its RMs on every batch so far, and pools V1's picks
+    # V2 annotates a fresh batch, keeps every batch's preferences so far, and pools V1's picks (which
+    # reward models train on which batches: test_reward_models_continue_or_retrain)
     assert v2["inputs"]["rlhf_v1"] == record_hash(v1)
     assert v1["outputs"]["preferences"][: len(reward["outputs"]["preferences"])] == reward["outputs"]["preferences"]
     assert v2["outputs"]["preferences"][: len(v1["outputs"]["preferences"])] == v1["outputs"]["preferences"]
     assert len(v2["outputs"]["preferences"]) > len(v1["outputs"]["preferences"])
-    annotated_with = json.loads((run / "rlhf_v2" / "rm_helpfulness" / "run.json").read_text())["init"]
-    assert annotated_with.endswith(v1["outputs"]["model"])
     assert v2["outputs"]["rejection_sampling_runs"] == v1["outputs"]["rejection_sampling_runs"] + ["rlhf_v2/rejection_sampling"]
     assert v2["metrics"]["rejection_sampling"]["pooled"] > 0 and v1["metrics"]["rejection_sampling"]["pooled"] == 0
 
@@ -189,3 +188,33 @@ def test_reward_ablation_adds_the_margin_and_single_rm_stages_to_a_finished_run(
         "helpfulness RM / helpfulness test"]
     for reward in ("helpfulness", "safety"):
         assert (copy / f"ablation_ppo_{reward}" / "stage.json").exists()
+
+
+def test_reward_models_continue_or_retrain(run, copy, monkeypatch):
+    """`RlhfPlan.reward_models`: "continue" (the presets) trains the previous version's reward models
+    (V1: the reward stage's) further on the new weekly batch alone; "retrain" starts each version's
+    from its latest chat model and trains them on every batch so far."""
+    import dataclasses
+
+    from llamaforge.pipeline import presets
+
+    def data_and_parent(out, n, kind):
+        rm = out / f"rlhf_v{n}" / f"rm_{kind}"
+        return (json.loads((rm / "run.json").read_text())["data"],
+                json.loads((rm / "model" / "llamaforge.json").read_text())["parent"])
+
+    new = lambda out, n: [str(out / f"rlhf_v{n}" / "annotation" / g / "preferences.jsonl") for g in ("helpfulness", "safety")]
+    for n, start in ((1, "reward"), (2, "rlhf_v1")):
+        for kind in ("helpfulness", "safety"):
+            assert data_and_parent(run, n, kind) == (new(run, n), str(run / start / f"rm_{kind}" / "model"))
+
+    def retraining():
+        preset = smoke()
+        return dataclasses.replace(preset, rlhf=dataclasses.replace(preset.rlhf, reward_models="retrain"))
+
+    monkeypatch.setitem(presets.PRESETS, "smoke", retraining)
+    main(PipelineArgs(out=copy, preset="smoke", seed=0, from_stage="rlhf_v1"))
+    data, parent = data_and_parent(copy, 2, "helpfulness")
+    assert len(data) == 2 * 3 + 2 * 2 and data[-2:] == new(copy, 2)  # 3 reward-stage batches, V1's, V2's
+    assert parent == str(copy / "rlhf_v1" / "rejection_sampling" / "sft" / "model")  # V2's latest chat model
+    assert json.loads((copy / "rlhf_v2" / "stage.json").read_text())["settings"]["rlhf"]["reward_models"] == "retrain"

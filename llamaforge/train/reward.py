@@ -15,7 +15,9 @@ from typing import ClassVar, Literal
 
 import torch
 
-from llamaforge.checkpoint import TOKENIZER_FILE, load_model_and_tokenizer, load_reward_model, save_reward_state
+from llamaforge.checkpoint import (
+    REWARD_HEAD_FILE, TOKENIZER_FILE, load_model_and_tokenizer, load_reward_model, save_reward_state,
+)
 from llamaforge.data.preferences import Preference, effective_margin, read_all
 from llamaforge.data.scoring import encode_response, score_inputs
 from llamaforge.device import DeviceName
@@ -40,7 +42,8 @@ class RewardArgs(LoopConfig):
     kind: Literal["helpfulness", "safety"] = "helpfulness"
     """Which reward model: it decides the data mix (paper §3.2.2)."""
     init: Path | None = None
-    """Chat (SFT) checkpoint the trunk starts from. Required."""
+    """Chat (SFT) checkpoint the trunk starts from, or a reward model to train further (its trunk
+    and head). Required."""
     data: list[Path] = field(default_factory=list)
     """Preference files (ours, TRL's or Anthropic HH-RLHF's format). Required."""
     val_data: list[Path] = field(default_factory=list)
@@ -213,11 +216,15 @@ def main(args: RewardArgs) -> Path:
         warmup = args.warmup_steps if args.warmup_steps >= 0 else max(5, round(0.03 * max_steps))
         run = dataclasses.replace(args, max_steps=max_steps, warmup_steps=warmup)
 
-        trunk, tokenizer = load_model_and_tokenizer(args.init)
-        if args.max_len > trunk.config.max_seq_len:
-            raise UserError(f"--max-len {args.max_len} exceeds the model's context of {trunk.config.max_seq_len}")
-        torch.manual_seed(args.seed)  # the head's initialization
-        model = RewardModel(trunk.config, trunk, args.likelihood_weight).to(env.device)
+        if (args.init / REWARD_HEAD_FILE).is_file():  # a reward model, trained further (head and likelihood weight kept)
+            model, tokenizer = load_reward_model(args.init), Tokenizer(args.init / TOKENIZER_FILE)
+        else:
+            trunk, tokenizer = load_model_and_tokenizer(args.init)
+            torch.manual_seed(args.seed)  # the head's initialization
+            model = RewardModel(trunk.config, trunk, args.likelihood_weight)
+        model = model.to(env.device)
+        if args.max_len > model.config.max_seq_len:
+            raise UserError(f"--max-len {args.max_len} exceeds the model's context of {model.config.max_seq_len}")
         margins = MARGINS[args.margin]
         log(f"{args.kind} reward model from {args.init}: {len(mix):,} pairs in the mix "
             f"({sum(p.is_safety for p in mix):,} safety), {max_steps} steps of {per_step} pairs, margin {args.margin}")

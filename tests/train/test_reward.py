@@ -329,6 +329,20 @@ def test_tiny_reward_model_learns_a_planted_preference(reward_files, tmp_path, t
     assert table["all"]["accuracy"] >= 0.95
 
 
+def test_a_reward_model_as_init_is_trained_further_not_restarted(reward_files, tmp_path, tokenizer):
+    """--init a reward model: training continues from its trunk, head and likelihood weight (the
+    pipeline's `reward_models: continue`); one step at LR 0 leaves it exactly as it was."""
+    first = main(tiny_args(reward_files, tmp_path / "first", likelihood_weight=0.5, epochs=1))
+    again = main(tiny_args({**reward_files, "init": first / "model"}, tmp_path / "again", lr=0.0, max_steps=1,
+                           likelihood_weight=0.0))
+    before, after = load_reward_model(first / "model").state_dict(), load_reward_model(again / "model").state_dict()
+    assert before.keys() == after.keys() and float(after["likelihood_weight"]) == 0.5
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # and it starts where the first run ended: the held-out loss of its step 0 is the first run's last
+    first_val = [m for m in read_metrics(first) if m.get("split") == "val"][-1]["loss"]
+    assert [m for m in read_metrics(again) if m.get("split") == "val"][0]["loss"] == pytest.approx(first_val, abs=1e-5)
+
+
 def test_centering_pins_the_mean_score_near_zero_and_keeps_the_ranking(reward_files, tmp_path, tokenizer):
     """The ranking loss leaves the scores' offset free; the centering term fixes it at 0 (what the
     0.15 threshold of the piecewise reward reads), without costing the learned preference."""

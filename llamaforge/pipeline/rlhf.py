@@ -6,10 +6,10 @@ prompts) -> the world's simulated annotators -> both reward models retrained on 
 (one epoch, from the latest chat model: the paper initializes its reward models from chat model
 checkpoints and samples each batch from the latest model so that the reward models stay
 on-distribution; or, with the plan's `reward_models: continue`, the previous version's reward models
-trained further on the new batch alone) -> rejection sampling from the latest model on that batch's prompts, pooling the
-best answers of all earlier versions from the version the preset names (the paper does from V4)
--> the gold-judged evaluation every version gets (pipeline/evaluation.py), with the order-swapped
-win rate against the SFT model.
+trained further on the new batch alone) -> rejection sampling from the latest model on that batch's
+prompts, pooling the best answers of all earlier versions from the version the preset names (the
+paper does from V4) -> the gold-judged evaluation every version gets (pipeline/evaluation.py), with
+the order-swapped win rate against the SFT model.
 """
 
 from __future__ import annotations
@@ -44,13 +44,11 @@ def version_stage(n: int):
                                        safety_responses=ctx.preset.annotation.safety_responses)
         preferences = ctx.input(before or "reward", "preferences") + new_pairs
         with ctx.timed("reward models"):
-            if plan.reward_models == "continue":
-                start = {kind: ctx.input(before or "reward", f"rm_{kind}") for kind in KINDS}
-                rms = {kind: train_reward_model(ctx.preset.reward, kind, start[kind], new_pairs, ctx.out / f"rm_{kind}", ctx.seed)
-                       for kind in KINDS}
-            else:
-                rms = {kind: train_reward_model(ctx.preset.reward, kind, latest, preferences, ctx.out / f"rm_{kind}", ctx.seed)
-                       for kind in KINDS}
+            continuing = plan.reward_models == "continue"
+            data = new_pairs if continuing else preferences
+            rms = {kind: train_reward_model(ctx.preset.reward, kind, ctx.input(before or "reward", f"rm_{kind}") if continuing
+                                            else latest, data, ctx.out / f"rm_{kind}", ctx.seed)
+                   for kind in KINDS}
 
         # rejection sampling from the latest model on this batch's prompts
         rs_prompts = write_jsonl(ctx.out / "prompts.jsonl", prompts[: plan.rejection_prompts])

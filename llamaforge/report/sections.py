@@ -235,7 +235,7 @@ def gatt_section(run: Run) -> Section:
          "answer can follow the instruction and ignore the question."),
     )
     by_kind = metrics.get("recall_by_kind", {}).get("test", {})
-    kind_rows = {f"{kind}, {model}": by_turn for model, kinds in by_kind.items() for kind, by_turn in sorted(kinds.items())}
+    kind_rows = {f"{kind}, {model}": by_turn for model, kinds in by_kind.items() for kind, by_turn in kinds.items()}
     tables += ((dict(sorted(kind_rows.items())), "The same recall for each kind of constraint alone: GAtt can hold over "
                 "the turns only what the model follows when the instruction is given (turn 1)."),)
     for by_turn, caption in tables:

@@ -326,7 +326,7 @@ def make_experience(
     n = args.batch_size
     metrics = {
         "rc": totals["rc"] / n, "rh": totals["rh"] / n, "rs": totals["rs"] / n, "kl": totals["kl"] / n,
-        "kl_standard_error": math.sqrt(max(totals["kl_squared"] / n - (totals["kl"] / n) ** 2, 0.0) / max(n - 1, 1)),
+        "kl_standard_error": standard_error(totals["kl"] / n, totals["kl_squared"] / n, n),
         "response_length": totals["length"] / n, "truncated": totals["truncated"] / n,
         "logprob_gap": totals["gap"] / max(totals["gap_n"], 1), "explained_variance": ev,
     }
@@ -389,7 +389,7 @@ def standard_error(mean: float, mean_square: float, n: int) -> float:
     variance of one value, over n); 0 for fewer than two values."""
     if n < 2:
         return 0.0
-    return math.sqrt(max(mean_square - mean * mean, 0.0) * n / (n - 1) / n)
+    return math.sqrt(max(mean_square - mean * mean, 0.0) / (n - 1))
 
 
 def generation_policy(trainer: Trainer, env: Distributed, copy: Llama | None) -> Llama:

@@ -48,6 +48,7 @@ from torch import nn
 from tqdm import tqdm
 
 from llamaforge import carbon
+from llamaforge.device import bf16_is_fast
 from llamaforge.errors import UserError
 from llamaforge.train import state as run_state
 from llamaforge.train.distributed import (
@@ -92,7 +93,8 @@ class LoopConfig:
     precision: Literal["auto", "fp32", "bf16", "bf16-params"] = "auto"
     """bf16: bf16 compute (autocast) with fp32 weights; bf16-params: bf16 weights and gradients with
     fp32 master weights and moments in the optimizer (one process or DDP; under FSDP, bf16 already
-    computes with bf16 parameters and keeps fp32 shards); auto: bf16 on CUDA, fp32 on CPU."""
+    computes with bf16 parameters and keeps fp32 shards); auto: bf16 where it is faster (a GPU, or a
+    CPU with bf16 matmul kernels: device.bf16_is_fast), else fp32."""
     compile: bool = False
     """torch.compile each transformer block."""
     activation_checkpointing: bool = False
@@ -399,7 +401,7 @@ def setup(
         env.print(f"{out}: already trained for {start} steps")
         return Trainer(**common, completed=json.loads((out / "summary.json").read_text()))
 
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda")
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast(env.device))
     if cfg.precision == "bf16-params":
         if env.world_size > 1 and cfg.parallel == "fsdp":
             raise UserError("--precision bf16-params is for one process or DDP; with FSDP use --precision bf16 "

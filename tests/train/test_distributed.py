@@ -5,7 +5,7 @@ the loss is divided by the step's global token count, and the data-parallel grad
 undone (loop.train), so a 2-process run, FSDP2 or DDP, must follow the 1-process loss curve, and a
 checkpoint written by 2 processes must resume in 1 process as if the run had never stopped.
 
-Tolerance. Everything is fp32 (precision "auto" is fp32 on CPU). The only differences between 1 and
+Tolerance. Everything is fp32 (`--precision fp32`: "auto" would pick bf16 on a CPU with bf16 kernels). The only differences between 1 and
 2 processes are the order of floating-point sums: one process runs the step's 8 sequences as two
 micro-batches of 4 and accumulates gradients locally; each of two processes takes 4 of them (rank r
 every 2nd one) as two micro-batches of 2, and the processes add their sums with all-reduce or
@@ -62,7 +62,7 @@ def pretrain(
     """Run `llamaforge pretrain` (under torchrun when processes > 1); returns its output."""
     corpus, tokenizer = data
     args = ["-m", "llamaforge", "pretrain", *RUN_ARGS, "--out", str(out), "--data", str(corpus), "--tokenizer", str(tokenizer)]
-    args += extra or []
+    args += extra or ["--precision", "fp32"]
     if parallel:
         # Each process accumulates 2 micro-batches of 2 sequences (gradient sync skipped on the
         # first), where one process runs 2 micro-batches of 4: accumulation is exercised too.

@@ -142,7 +142,7 @@ def assert_same_state(a, b, atol):
 
 
 def one_step(cfg_overrides=None):
-    return LoopConfig(max_steps=1, lr=1e-2, warmup_steps=0, log_every=1, save_every=1, **(cfg_overrides or {}))
+    return LoopConfig(precision="fp32", max_steps=1, lr=1e-2, warmup_steps=0, log_every=1, save_every=1, **(cfg_overrides or {}))
 
 
 # --- accumulation ----------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_setup_and_optimizer_step_are_usable_on_their_own(tmp_path):
     micro = unequal_micro_batches()
     torch.manual_seed(0)
     model = Llama(CONFIG)
-    cfg = LoopConfig(max_steps=2, lr=1e-2, warmup_steps=0, log_every=1, save_every=1)
+    cfg = LoopConfig(precision="fp32", max_steps=2, lr=1e-2, warmup_steps=0, log_every=1, save_every=1)
     trainer = setup(model, cfg, Distributed(), tmp_path, identity={}, save_weights=llama_writer(CONFIG, None, {}))
     assert trainer.completed is None and trainer.start == 0
     for step in range(2):
@@ -351,7 +351,7 @@ def stepped_batches(step):
 
 
 def test_nonfinite_skip(tmp_path):
-    cfg = LoopConfig(max_steps=3, lr=1e-2, warmup_steps=0, log_every=1, save_every=1, keep_last=5)
+    cfg = LoopConfig(precision="fp32", max_steps=3, lr=1e-2, warmup_steps=0, log_every=1, save_every=1, keep_last=5)
     summary = run_train(tmp_path, cfg, stepped_batches, loss=nan_at_step_2)
     assert summary["skipped_steps"] == 1
     records = {r["step"]: r for r in read_metrics(tmp_path) if "split" not in r}
@@ -372,7 +372,7 @@ def test_nonfinite_skip(tmp_path):
 
 
 def test_nonfinite_stop(tmp_path):
-    cfg = LoopConfig(max_steps=3, lr=1e-2, warmup_steps=0, log_every=1, save_every=1, nonfinite="stop")
+    cfg = LoopConfig(precision="fp32", max_steps=3, lr=1e-2, warmup_steps=0, log_every=1, save_every=1, nonfinite="stop")
     with pytest.raises(UserError) as err:
         run_train(tmp_path, cfg, stepped_batches, loss=nan_at_step_2)
     message = str(err.value)
@@ -387,7 +387,7 @@ def test_nonfinite_stop(tmp_path):
 
 @pytest.mark.parametrize("save_every", [10, 2])  # no checkpoint yet / one at step 2
 def test_rerun_after_a_crash_logs_every_step_once(tmp_path, save_every):
-    cfg = LoopConfig(max_steps=4, lr=1e-2, warmup_steps=1, log_every=1, save_every=save_every)
+    cfg = LoopConfig(precision="fp32", max_steps=4, lr=1e-2, warmup_steps=1, log_every=1, save_every=save_every)
 
     def crash_in_step_4(model, batch):
         if batch["step"] == 3:
@@ -422,7 +422,7 @@ def fixed_val_batches():
 
 @pytest.mark.parametrize("watts", [None, 400.0])
 def test_metrics_entries(tmp_path, watts):
-    cfg = LoopConfig(max_steps=4, lr=1e-3, warmup_steps=2, log_every=1, eval_every=2, save_every=10, watts=watts)
+    cfg = LoopConfig(precision="fp32", max_steps=4, lr=1e-3, warmup_steps=2, log_every=1, eval_every=2, save_every=10, watts=watts)
     summary = run_train(tmp_path, cfg, constant_batches, val_batches=fixed_val_batches())
     records = read_metrics(tmp_path)
     assert all("step" in r for r in records)
@@ -456,7 +456,7 @@ def test_metrics_entries(tmp_path, watts):
 
 
 def test_pruning_keeps_the_newest(tmp_path):
-    cfg = LoopConfig(max_steps=5, lr=1e-3, warmup_steps=1, log_every=1, save_every=1, keep_last=2)
+    cfg = LoopConfig(precision="fp32", max_steps=5, lr=1e-3, warmup_steps=1, log_every=1, save_every=1, keep_last=2)
     run_train(tmp_path / "two", cfg, constant_batches)
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["step-00000004", "step-00000005"]
     cfg0 = dataclasses.replace(cfg, keep_last=0)
@@ -466,7 +466,7 @@ def test_pruning_keeps_the_newest(tmp_path):
 
 
 def test_incompatible_out_is_refused(tmp_path):
-    cfg = LoopConfig(max_steps=1, lr=1e-3, warmup_steps=0, log_every=1, save_every=1)
+    cfg = LoopConfig(precision="fp32", max_steps=1, lr=1e-3, warmup_steps=0, log_every=1, save_every=1)
     run_train(tmp_path, cfg, constant_batches)
     before = (tmp_path / "model" / "model.safetensors").read_bytes()
 
@@ -485,7 +485,7 @@ def test_incompatible_out_is_refused(tmp_path):
 def test_tensorboard_logs_the_metrics(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = LoopConfig(max_steps=3, lr=1e-2, warmup_steps=1, log_every=1, save_every=10, eval_every=0, tensorboard=True)
+    cfg = LoopConfig(precision="fp32", max_steps=3, lr=1e-2, warmup_steps=1, log_every=1, save_every=10, eval_every=0, tensorboard=True)
     run_train(tmp_path / "run", cfg, constant_batches, val_batches=fixed_val_batches())
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()

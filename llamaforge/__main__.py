@@ -1,6 +1,4 @@
-import sys
-
-from llamaforge.cli import main
+from llamaforge.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

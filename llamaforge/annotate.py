@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamaforge.checkpoint import load_model_and_tokenizer
+from llamaforge.checkpoint import load_for_sampling
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
 from llamaforge.eval.chat import answer
@@ -71,7 +71,7 @@ def main(args: AnnotateArgs) -> Path:
     if args.responses < 2:
         raise UserError(f"--responses {args.responses}: must be at least 2 (a pair)")
     device = resolve_device(args.device)
-    model, tokenizer = load_model_and_tokenizer(args.policy, device=device)
+    model, tokenizer = load_for_sampling(args.policy, device)
     prompts = [r["messages"] for r in records]
     responses = _responses(args, prompts, model, tokenizer, device)
     rng = random.Random(args.seed)
@@ -104,14 +104,14 @@ def _responses(args: AnnotateArgs, prompts: list[list[dict]], model, tokenizer, 
     if args.responses == 2:  # one answer per prompt per side
         first = answer(model, tokenizer, prompts, args.max_new_tokens, args.temperatures[0], seed=args.seed)
         if args.policy_b is not None:
-            model, tokenizer = load_model_and_tokenizer(args.policy_b, device=device)
+            model, tokenizer = load_for_sampling(args.policy_b, device)
         second = answer(model, tokenizer, prompts, args.max_new_tokens, second_temperature, seed=args.seed + 1)
         return [[a, b] for a, b in zip(first, second)]
     half = args.responses // 2
     first, _ = sample_answers(model, tokenizer, prompts, args.responses - half, args.max_new_tokens,
                               args.temperatures[0], TOP_P, args.seed, batch_prompts=16)
     if args.policy_b is not None:
-        model, tokenizer = load_model_and_tokenizer(args.policy_b, device=device)
+        model, tokenizer = load_for_sampling(args.policy_b, device)
     second, _ = sample_answers(model, tokenizer, prompts, half, args.max_new_tokens, second_temperature, TOP_P,
                                args.seed + 1_000_003, batch_prompts=16)
     return [a + b for a, b in zip(first, second)]

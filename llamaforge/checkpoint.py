@@ -21,6 +21,7 @@ import safetensors.torch
 import torch
 
 from llamaforge.config import ModelConfig
+from llamaforge.device import bf16_is_fast
 from llamaforge.errors import UserError
 from llamaforge.model import Llama
 from llamaforge.tokenizer import Tokenizer
@@ -250,6 +251,15 @@ def load_model_and_tokenizer(directory: str | Path, device=None, dtype=None) -> 
             f"is {model.config.vocab_size}"
         )
     return model, tokenizer
+
+
+def load_for_sampling(directory: str | Path, device: torch.device | None = None) -> tuple[Llama, Tokenizer]:
+    """A checkpoint loaded to answer prompts: bf16 weights where bf16 compute is fast
+    (device.bf16_is_fast), as chat models are served; fp32 elsewhere. Training loads fp32. On a
+    2-core Zen 4, bf16 answered 500 held-out prompts 28% faster greedy and 24% faster sampled than
+    fp32, and 97% of the greedy answers came out the same (docs/results.md)."""
+    device = device if device is not None else torch.device("cpu")
+    return load_model_and_tokenizer(directory, device, torch.bfloat16 if bf16_is_fast(device) else None)
 
 
 def check_same_tokenizer(policy: Path, reward_models: list[Path]) -> None:

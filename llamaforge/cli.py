@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -128,3 +129,19 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def entry() -> None:
+    """The `llamaforge` executable and `python -m llamaforge`: exits with `main`'s status.
+
+    A process that torchrun started ends with `os._exit` once its output is flushed, skipping the
+    interpreter's shutdown: a gloo process group's threads can outlive it and abort the process
+    ("terminate called without an active exception") after the run has saved everything, turning a
+    finished run into a failed one. Every file is written and closed by then (checkpoints, metrics
+    and records are each closed as they are written)."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -123,6 +123,16 @@ def test_generate_with_missing_checkpoint():
     assert_one_line_error(result.stderr, "/nonexistent")
 
 
+def test_a_torchrun_process_exits_with_the_status_and_output_of_main():
+    """Under torchrun (WORLD_SIZE > 1) the executable ends with os._exit (cli.entry): the status and
+    the flushed error line must be those of an ordinary exit."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WORLD_SIZE": "2"}
+    result = subprocess.run([sys.executable, "-m", "llamaforge", "generate", "--ckpt", "/nonexistent", "--prompt", "x"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "/nonexistent")
+
+
 def test_tokenizer_train_with_missing_input(tmp_path):
     result = llamaforge("tokenizer", "train", "--input", "missing.txt", "--out", "d", cwd=tmp_path)
     assert result.returncode == 1

@@ -44,7 +44,7 @@ def test_every_stage_completes_and_is_summarized(run):
         for key in ("helpful_helpfulness", "borderline_helpfulness", "false_refusal_rate", "violation_rate"):
             assert 0.0 <= sft[model][key] <= 1.0
     reward = summary["stages"]["reward"]["metrics"]
-    assert set(reward["by_batches"]) == {"1", "2", "3"}
+    assert reward["rm_accuracy"]["batches"] == 3
     assert (run / "reward" / "table8.md").read_text().startswith("| model / test set |")
     assert (run / "reward" / "rm_vs_gold.png").stat().st_size > 1000
     selection = reward["best_of_k_by_gold"]
@@ -65,14 +65,16 @@ def test_every_stage_completes_and_is_summarized(run):
         win = version["win_vs_reference"]["sampled"]
         assert win["win"] + win["tie"] + win["loss"] == pytest.approx(1.0) and win["pairs"] == 8
         assert set(version["rm_mean"]) == {"helpfulness", "safety"}
+        # a point of Fig. 6: the version's reward models on the reward stage's test pairs, one more batch each
+        accuracy = version["rm_accuracy"]
+        assert accuracy["batches"] == 3 + n and all(0.0 <= accuracy[kind] <= 1.0 for kind in ("helpfulness", "safety"))
 
 
 def test_records_split_each_stage_time_into_its_parts(run):
     summary = json.loads((run / "summary.json").read_text())
     expected = {
         "sft": {"fine-tuning", "evaluation"},
-        "reward": {"annotation", "test pairs", "reward models", "evaluation", "accuracy against batches (Fig. 6)",
-                   "best of K by gold"},
+        "reward": {"annotation", "test pairs", "reward models", "evaluation", "best of K by gold"},
         "rlhf_v1": {"annotation", "reward models", "rejection sampling", "evaluation"},
         "rlhf_ppo": {"ppo", "evaluation"},
         "gatt": {"command", "evaluation"},

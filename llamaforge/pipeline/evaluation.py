@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from llamaforge.checkpoint import TOKENIZER_FILE, load_model_and_tokenizer, load_reward_model
+from llamaforge.checkpoint import TOKENIZER_FILE, load_for_sampling, load_reward_model
 from llamaforge.eval.chat import Judges, answer, score
 from llamaforge.eval.reward import response_scores
 from llamaforge.eval.selection import selection_metrics
@@ -57,7 +57,7 @@ def model_answers(checkpoint: Path, prompt_sets: dict[str, list[dict]], plan: Ev
     """{"greedy": {set: [answer]}, "sampled": {set: [answer of sample 0 for every prompt, then of
     sample 1, ...]}}: sampled answers are laid out prompt-major per sample, so the prompts of set
     `name` repeated `plan.samples` times line up with them."""
-    model, tokenizer = load_model_and_tokenizer(checkpoint)
+    model, tokenizer = load_for_sampling(checkpoint)
 
     def run(records: list[dict], temperature: float, sample_seed: int) -> list[str]:
         return answer(model, tokenizer, [r["messages"] for r in records], plan.max_new_tokens, temperature, plan.top_p, sample_seed)
@@ -110,7 +110,7 @@ def best_of_k_by_gold(
     """K samples per prompt at `temperature` (top-p 1); the gold helpfulness of a random sample, of
     the helpfulness RM's pick and of gold's own pick, overall and per task kind (paper Fig. 7 asked
     of gold: can selection by this reward model improve on the policy at all?)."""
-    model, tokenizer = load_model_and_tokenizer(policy)
+    model, tokenizer = load_for_sampling(policy)
     prompts = [r["messages"] for r in records]
     samples, _ = sample_answers(model, tokenizer, prompts, plan.best_of_k, plan.max_new_tokens, temperature, 1.0, seed, batch_prompts=16)
     del model

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from llamaforge.checkpoint import load_model_and_tokenizer
+from llamaforge.checkpoint import load_for_sampling
 from llamaforge.data.prompts import read_prompts
 from llamaforge.eval import gatt as gatt_eval
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings
@@ -52,7 +52,7 @@ def evaluate(checkpoints: dict, plans: dict[str, list[gatt.DialogPlan]], plan: g
 
     shared: dict[str, list] = {}
     for name, checkpoint in checkpoints.items():
-        model, tokenizer = load_model_and_tokenizer(checkpoint)
+        model, tokenizer = load_for_sampling(checkpoint)
         for split, split_plans in plans.items():
             dialogs, empty_at = gatt_eval.system_dialogs(model, tokenizer, split_plans, plan.max_new_tokens)
             result = gatt_eval.recall_by_turn(dialogs, empty_at, constraint_followed, plan.turns)

@@ -25,7 +25,7 @@ class AnnotationPlan:
     """Preference collection (paper §3.2.1): weekly batches of fresh prompts, annotated by the world's
     simulated annotators, and the held-out test prompts their test sets come from."""
 
-    batches: int  # weekly batches (>= 3 gives the Fig. 6 accuracy-against-batches points)
+    batches: int  # weekly batches annotated before the first reward models (each RLHF version adds one)
     batch_size: int  # prompts per weekly batch
     test_prompts: int | None  # held-out prompts per category for the test sets (None: all)
     helpful_responses: int = 2  # samples per helpful prompt, every distinct pair rated (annotate --responses)

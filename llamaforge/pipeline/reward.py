@@ -3,11 +3,12 @@
 `annotate_round` and `train_reward_model` are the pieces every round of preference collection
 repeats; the stage annotates the weekly batches and the held-out test prompts, trains both reward
 models on all batches, and evaluates them: Table 8 with the gold judges' own agreement with the
-noisy annotators as the ceiling, RM score against gold score, accuracy against the number of weekly
-batches (Fig. 6), and whether the helpfulness RM's pick among K samples of the SFT model beats a
-random sample by gold (Fig. 7 asked of gold). The margin ablation (Table 28) is its own stage,
-`ablation_margin`, run with `llamaforge pipeline --ablation reward`: two more helpfulness RMs cost
-the demo ~100 s of its 25 minutes.
+noisy annotators as the ceiling, RM score against gold score, and whether the helpfulness RM's pick
+among K samples of the SFT model beats a random sample by gold (Fig. 7 asked of gold). Accuracy
+against the number of weekly batches (Fig. 6) is this stage's and every RLHF version's, each on
+this stage's test pairs. The margin ablation (Table 28) is its own stage, `ablation_margin`, run
+with `llamaforge pipeline --ablation reward`: two more helpfulness RMs cost the demo ~100 s of its
+25 minutes.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def train_reward_model(
     return out / "model"
 
 
-def helpfulness_accuracy(rm_dir: Path, pairs: list[Preference]) -> float:
+def test_accuracy(rm_dir: Path, test_files: list[Path]) -> float:
+    """A reward model's accuracy on the held-out pairs of `test_files` (all ratings)."""
+    pairs = read_all(test_files, "error", False)[0]
     rm, tokenizer = load_reward_model(rm_dir), Tokenizer(rm_dir / "tokenizer.model")
     return accuracy_by_rating(*pair_scores(rm, tokenizer, pairs), [p.rating for p in pairs])["all"]["accuracy"]
 
@@ -128,12 +131,6 @@ def reward_stage(ctx: StageContext):
         rows, points = table8(models, tests, world)
     plot_scores(ctx.out / "rm_vs_gold.png", points)
 
-    final = rows["helpfulness RM / helpfulness test"]["all"]["accuracy"]
-    with ctx.timed("accuracy against batches (Fig. 6)"):
-        by_batches = {
-            str(k): helpfulness_accuracy(train("helpfulness", sum(batch_files[:k], []), f"scaling_{k}"), tests["helpfulness"])
-            for k in range(1, plan.batches)
-        } | {str(plan.batches): final}
     with ctx.timed("best of K by gold"):
         selection = best_of_k_by_gold(
             sft_model, models["helpfulness"], world.prompts("helpful", "test")[: ctx.preset.evaluation.best_of_k_prompts],
@@ -142,8 +139,8 @@ def reward_stage(ctx: StageContext):
     table = markdown_table(rows)
     (ctx.out / "table8.md").write_text(table + "\n")
     print(table)
-    accuracy = {"by_batches": by_batches, "best_of_k_by_gold": selection}
-    (ctx.out / "reward_eval.json").write_text(json.dumps({"table8": rows, **accuracy}, indent=2, sort_keys=True) + "\n")
+    (ctx.out / "reward_eval.json").write_text(json.dumps({"table8": rows, "best_of_k_by_gold": selection}, indent=2,
+                                                         sort_keys=True) + "\n")
     outputs = {
         "rm_helpfulness": models["helpfulness"], "rm_safety": models["safety"], "preferences": train_files,
         **{f"test_{name}": files for name, files in test_files.items()}, "table8": ctx.out / "table8.md",
@@ -152,7 +149,8 @@ def reward_stage(ctx: StageContext):
         "pairs": {f"batch_{k}": len(read_all(files, "error", False)[0]) for k, files in enumerate(batch_files)}
         | {f"test_{t}": len(p) for t, p in tests.items()},
         "accuracy": {name: table["all"]["accuracy"] for name, table in rows.items()},
-        **accuracy,
+        "rm_accuracy": {"batches": plan.batches} | {kind: rows[f"{kind} RM / {kind} test"]["all"]["accuracy"] for kind in KINDS},
+        "best_of_k_by_gold": selection,
     }
     return outputs, metrics
 
@@ -162,11 +160,10 @@ def margin_stage(ctx: StageContext):
     with the large one, against the reward stage's (small margin, its recorded accuracy), on its
     test pairs."""
     train_files, test_files = ctx.input("reward", "preferences"), ctx.input("reward", "test_helpfulness")
-    pairs = read_all(test_files, "error", False)[0]
     by_margin = {
-        margin: helpfulness_accuracy(
+        margin: test_accuracy(
             train_reward_model(ctx.preset.reward, "helpfulness", ctx.input("sft", "model"), train_files,
-                               ctx.out / f"margin_{margin}", ctx.seed, margin), pairs)
+                               ctx.out / f"margin_{margin}", ctx.seed, margin), test_files)
         for margin in ("none", "large")
     } | {"small": ctx.upstream["reward"]["metrics"]["accuracy"]["helpfulness RM / helpfulness test"]}
     return {}, {"by_margin": by_margin}

@@ -9,7 +9,8 @@ on-distribution; or, with the plan's `reward_models: continue`, the previous ver
 trained further on the new batch alone) -> rejection sampling from the latest model on that batch's
 prompts, pooling the best answers of all earlier versions from the version the preset names (the
 paper does from V4) -> the gold-judged evaluation every version gets (pipeline/evaluation.py), with
-the order-swapped win rate against the SFT model.
+the order-swapped win rate against the SFT model, and its reward models' accuracy on the reward
+stage's test pairs (a point of Fig. 6).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 
 from llamaforge.data.jsonl import write_jsonl
 from llamaforge.pipeline.evaluation import evaluate_checkpoint, gold_judges, held_out_prompts
-from llamaforge.pipeline.reward import KINDS, annotate_round, reward_settings, train_reward_model
+from llamaforge.pipeline.reward import KINDS, annotate_round, reward_settings, test_accuracy, train_reward_model
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings
 from llamaforge.rlhf import rejection_sampling
 from llamaforge.world import World
@@ -49,6 +50,9 @@ def version_stage(n: int):
             rms = {kind: train_reward_model(ctx.preset.reward, kind, ctx.input(before or "reward", f"rm_{kind}") if continuing
                                             else latest, data, ctx.out / f"rm_{kind}", ctx.seed)
                    for kind in KINDS}
+        with ctx.timed("evaluation"):  # paper Fig. 6: accuracy against the weekly batches trained on
+            rm_accuracy = {"batches": batch + 1} | {
+                kind: test_accuracy(rms[kind], ctx.input("reward", f"test_{kind}")) for kind in KINDS}
 
         # rejection sampling from the latest model on this batch's prompts
         rs_prompts = write_jsonl(ctx.out / "prompts.jsonl", prompts[: plan.rejection_prompts])
@@ -70,6 +74,7 @@ def version_stage(n: int):
                 model, prompt_sets, gold_judges(world), ctx.preset.evaluation, ctx.seed, ctx.out / "eval",
                 reference=sft_answers, reward_models=rms,
             )
+        metrics["rm_accuracy"] = rm_accuracy
         metrics["rejection_sampling"] = {k: v for k, v in report.items() if k != "sft"} | {"sft_steps": report["sft"]["steps"]}
         outputs = {
             "model": model, "rm_helpfulness": rms["helpfulness"], "rm_safety": rms["safety"], "preferences": preferences,

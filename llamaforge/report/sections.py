@@ -139,10 +139,13 @@ def reward_section(run: Run) -> Section:
         lines = [line for line in table8.read_text().splitlines() if line.startswith("|") and "---" not in line]
         header, *body = ([c.strip() for c in line.strip("|").split("|")] for line in lines)
         section.add("By rating, accuracy % (pairs):", Table(header, body))
-    batches = metrics.get("by_batches", {})
-    if batches:
-        section.add(Figure("rm_batches", plots.curves([("helpfulness RM accuracy", {"held-out": [(int(k), v) for k, v in batches.items()]})], "weekly batches"),
-                           "Accuracy against the number of weekly batches trained on (paper Fig. 6: it keeps rising)."))
+    stages = ["reward"] + [v for v in run.versions() if v.startswith("rlhf_v")]
+    by_batches = [m["rm_accuracy"] for m in map(run.metrics, stages) if m and "rm_accuracy" in m]
+    if len(by_batches) > 1:
+        lines = {f"{kind} RM": [(a["batches"], 100 * a[kind]) for a in by_batches] for kind in ("helpfulness", "safety")}
+        section.add(Figure("rm_batches", plots.curves([("held-out accuracy %", lines)], "weekly batches trained on"),
+                           "Accuracy against the number of weekly batches trained on: the reward stage's reward models, "
+                           "then each RLHF version's, on the reward stage's test pairs (paper Fig. 6: it keeps rising)."))
     best = metrics.get("best_of_k_by_gold")
     if best:
         section.add(f"Best of K samples, judged by gold: random {cell(best['random'])}, the helpfulness RM's pick "

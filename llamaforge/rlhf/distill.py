@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_model_and_tokenizer, load_reward_model
+from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_for_sampling, load_reward_model
 from llamaforge.data.jsonl import jsonl_records, write_jsonl
 from llamaforge.data.prompts import read_prompts
 from llamaforge.device import DeviceName, resolve_device
@@ -160,7 +160,7 @@ def sample_and_score(args: DistillArgs, records: list[dict], templates: dict[str
     started = time.perf_counter()
     plain_prompts = [r["messages"] for r in records]
     systems = [safety_preprompt(args.preprompt, r.get("risk_category"), templates) for r in records]
-    model, tokenizer = load_model_and_tokenizer(args.policy, device=device)
+    model, tokenizer = load_for_sampling(args.policy, device)
     answers = {}
     for name, prompts in (("plain", plain_prompts), ("distilled", [with_system(p, s) for p, s in zip(plain_prompts, systems)])):
         # the same seed for both: the answers differ by the preprompt, not by luck of the draw

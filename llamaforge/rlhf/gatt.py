@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_model_and_tokenizer, load_reward_model
+from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_for_sampling, load_reward_model
 from llamaforge.data.jsonl import jsonl_records, write_jsonl
 from llamaforge.data.prompts import read_prompts
 from llamaforge.device import DeviceName, resolve_device
@@ -281,7 +281,7 @@ def main(args: GattArgs) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer(args.policy, device=resolve_device(args.device))
+    model, tokenizer = load_for_sampling(args.policy, resolve_device(args.device))
     # The training form must fit the fine-tuning rows whole: a cut would drop the system message.
     context = min(model.config.max_seq_len, finetune.seq_len)
     plans = plan_dialogs(instructions, users, args.dialogs, 2, args.max_turns, args.seed)

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_model_and_tokenizer, load_reward_model
+from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_for_sampling, load_reward_model
 from llamaforge.data.jsonl import write_jsonl
 from llamaforge.data.prompts import is_safety_prompt, prompt_key, read_prompts, read_samples
 from llamaforge.device import DeviceName, resolve_device
@@ -179,7 +179,7 @@ def main(args: RejectionSamplingArgs) -> Path:
         samples, generated = [{**s, "source": str(args.samples)} for s in read_samples(args.samples)], 0
     else:
         records = read_prompts(args.prompts)
-        model, tokenizer = load_model_and_tokenizer(args.policy, device=device)
+        model, tokenizer = load_for_sampling(args.policy, device)
         answers, generated = sample_answers(model, tokenizer, [r["messages"] for r in records], args.k,
                                             args.max_new_tokens, args.temperature, args.top_p, args.seed, args.batch_prompts)
         del model

@@ -326,6 +326,17 @@ def test_tokenizer_vocab_must_match_model(tmp_path):
     assert "320" in str(err.value) and "300" in str(err.value)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_sampling_loads_bf16_weights_only_where_bf16_is_fast(tmp_path, monkeypatch, fast):
+    model = random_model()
+    directory = model.save_pretrained(tmp_path / "ckpt", tokenizer_path=tiny_tokenizer(tmp_path / "t300", 300))
+    monkeypatch.setattr(checkpoint, "bf16_is_fast", lambda device: fast)
+    loaded, _ = checkpoint.load_for_sampling(directory)
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16 if fast else torch.float32}
+    weight = loaded.tok_embeddings.weight
+    assert torch.equal(weight, model.tok_embeddings.weight.to(weight.dtype))  # the same weights, rounded
+
+
 def test_missing_tokenizer_is_named(tmp_path):
     directory, _ = saved(tmp_path)
     with pytest.raises(UserError, match="tokenizer file not found") as err:

@@ -72,7 +72,7 @@ def train_reward_model(
     return out / "model"
 
 
-def test_accuracy(rm_dir: Path, test_files: list[Path]) -> float:
+def held_out_accuracy(rm_dir: Path, test_files: list[Path]) -> float:
     """A reward model's accuracy on the held-out pairs of `test_files` (all ratings)."""
     pairs = read_all(test_files, "error", False)[0]
     rm, tokenizer = load_reward_model(rm_dir), Tokenizer(rm_dir / "tokenizer.model")
@@ -161,7 +161,7 @@ def margin_stage(ctx: StageContext):
     test pairs."""
     train_files, test_files = ctx.input("reward", "preferences"), ctx.input("reward", "test_helpfulness")
     by_margin = {
-        margin: test_accuracy(
+        margin: held_out_accuracy(
             train_reward_model(ctx.preset.reward, "helpfulness", ctx.input("sft", "model"), train_files,
                                ctx.out / f"margin_{margin}", ctx.seed, margin), test_files)
         for margin in ("none", "large")

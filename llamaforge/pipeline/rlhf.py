@@ -20,7 +20,7 @@ import json
 
 from llamaforge.data.jsonl import write_jsonl
 from llamaforge.pipeline.evaluation import evaluate_checkpoint, gold_judges, held_out_prompts
-from llamaforge.pipeline.reward import KINDS, annotate_round, reward_settings, test_accuracy, train_reward_model
+from llamaforge.pipeline.reward import KINDS, annotate_round, held_out_accuracy, reward_settings, train_reward_model
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings
 from llamaforge.rlhf import rejection_sampling
 from llamaforge.world import World
@@ -52,7 +52,7 @@ def version_stage(n: int):
                    for kind in KINDS}
         with ctx.timed("evaluation"):  # paper Fig. 6: accuracy against the weekly batches trained on
             rm_accuracy = {"batches": batch + 1} | {
-                kind: test_accuracy(rms[kind], ctx.input("reward", f"test_{kind}")) for kind in KINDS}
+                kind: held_out_accuracy(rms[kind], ctx.input("reward", f"test_{kind}")) for kind in KINDS}
 
         # rejection sampling from the latest model on this batch's prompts
         rs_prompts = write_jsonl(ctx.out / "prompts.jsonl", prompts[: plan.rejection_prompts])

@@ -15,6 +15,7 @@ from llamaforge import Llama, ModelConfig
 from llamaforge.errors import UserError
 from llamaforge.losses import IGNORE_INDEX, next_token_loss
 from llamaforge.train.distributed import Distributed
+from llamaforge.train import loop
 from llamaforge.train.loop import LoopConfig, StepResult, llama_writer, setup, train
 from llamaforge.train.optim import build_optimizer, cosine_lr
 from llamaforge.train.pretrain import llama2_7b_pretrain
@@ -263,6 +264,14 @@ def test_extra_metrics_are_averaged_over_micro_batches_weighted_by_count(tmp_pat
     for r in val:
         assert r["m"] == pytest.approx(149 / 59, rel=1e-6)
         assert r["mean_loss"] == pytest.approx(r["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_precision_is_bf16_autocast_only_where_bf16_is_fast(tmp_path, monkeypatch, fast):
+    monkeypatch.setattr(loop, "bf16_is_fast", lambda device: fast)
+    cfg = LoopConfig(max_steps=1, lr=1e-2, warmup_steps=0, log_every=1, save_every=1)  # precision "auto"
+    trainer = setup(Llama(CONFIG), cfg, Distributed(), tmp_path, identity={}, save_weights=llama_writer(CONFIG, None, {}))
+    assert trainer.autocast_dtype == (torch.bfloat16 if fast else None)
 
 
 def test_setup_and_optimizer_step_are_usable_on_their_own(tmp_path):

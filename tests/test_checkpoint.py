@@ -16,7 +16,7 @@ from llamaforge.checkpoint import config_from_hf, config_to_hf, load_model_and_t
 from llamaforge.config import MODEL_PRESETS, ModelConfig
 from llamaforge.convert import load_meta
 from llamaforge.errors import UserError
-from llamaforge.model import Llama
+from llamaforge.model import Llama, RewardModel
 from llamaforge.tokenizer import train_tokenizer
 
 CONFIG = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300, multiple_of=32, max_seq_len=128)
@@ -335,6 +335,18 @@ def test_sampling_loads_bf16_weights_only_where_bf16_is_fast(tmp_path, monkeypat
     assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16 if fast else torch.float32}
     weight = loaded.tok_embeddings.weight
     assert torch.equal(weight, model.tok_embeddings.weight.to(weight.dtype))  # the same weights, rounded
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_scoring_loads_a_bf16_reward_model_only_where_bf16_is_fast(tmp_path, monkeypatch, fast):
+    torch.manual_seed(0)
+    state = RewardModel(CONFIG).state_dict()
+    directory = checkpoint.save_reward_state(state, CONFIG, tmp_path / "rm", tiny_tokenizer(tmp_path / "t300", 300))
+    monkeypatch.setattr(checkpoint, "bf16_is_fast", lambda device: fast)
+    rm, tokenizer = checkpoint.load_for_scoring(directory)
+    assert {p.dtype for p in rm.parameters()} == {torch.bfloat16 if fast else torch.float32}
+    assert tokenizer.vocab_size == 300
+    assert torch.equal(rm.head.weight, state["head.weight"].to(rm.head.weight.dtype))  # the same head, rounded
 
 
 def test_missing_tokenizer_is_named(tmp_path):

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import torch
 
-from llamaforge.checkpoint import TOKENIZER_FILE, load_for_sampling, load_reward_model
+from llamaforge.checkpoint import load_for_sampling, load_for_scoring
 from llamaforge.eval.chat import Judges, answer, score
 from llamaforge.eval.reward import response_scores
 from llamaforge.eval.selection import selection_metrics
 from llamaforge.eval.winrate import score_judge, win_tie_loss
 from llamaforge.rlhf.rejection_sampling import sample_answers
-from llamaforge.tokenizer import Tokenizer
 from llamaforge.world import World, is_refusal
 
 HELD_OUT_SETS = ("helpful", "borderline", "adversarial")
@@ -114,7 +113,7 @@ def best_of_k_by_gold(
     prompts = [r["messages"] for r in records]
     samples, _ = sample_answers(model, tokenizer, prompts, plan.best_of_k, plan.max_new_tokens, temperature, 1.0, seed, batch_prompts=16)
     del model
-    rm, rm_tokenizer = load_reward_model(rm_helpfulness), Tokenizer(rm_helpfulness / TOKENIZER_FILE)
+    rm, rm_tokenizer = load_for_scoring(rm_helpfulness)
     flat_prompts = [p for p in prompts for _ in range(plan.best_of_k)]
     flat_samples = [s for group in samples for s in group]
     rm_scores = response_scores(rm, rm_tokenizer, flat_prompts, flat_samples).view(len(prompts), plan.best_of_k)
@@ -137,7 +136,7 @@ def reward_model_scores(answers: dict, prompt_sets: dict[str, list[dict]], plan:
     sets = repeated(prompt_sets, plan.samples) if plan.samples else prompt_sets
     scores = {}
     for kind, directory in reward_models.items():
-        rm, tokenizer = load_reward_model(directory), Tokenizer(directory / TOKENIZER_FILE)
+        rm, tokenizer = load_for_scoring(directory)
         scores[kind] = {}
         for name, records in sets.items():
             values = response_scores(rm, tokenizer, [r["messages"] for r in records], answers[mode][name]).tolist()

@@ -20,13 +20,12 @@ from pathlib import Path
 import torch
 
 from llamaforge import annotate
-from llamaforge.checkpoint import load_reward_model
+from llamaforge.checkpoint import load_for_scoring
 from llamaforge.data.jsonl import write_jsonl
 from llamaforge.data.preferences import Preference, read_all
 from llamaforge.eval.reward import accuracy_by_rating, markdown_table, pair_scores, plot_scores
 from llamaforge.pipeline.evaluation import best_of_k_by_gold, gold_judges
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings
-from llamaforge.tokenizer import Tokenizer
 from llamaforge.train import reward
 from llamaforge.world import World
 
@@ -75,7 +74,7 @@ def train_reward_model(
 def held_out_accuracy(rm_dir: Path, test_files: list[Path]) -> float:
     """A reward model's accuracy on the held-out pairs of `test_files` (all ratings)."""
     pairs = read_all(test_files, "error", False)[0]
-    rm, tokenizer = load_reward_model(rm_dir), Tokenizer(rm_dir / "tokenizer.model")
+    rm, tokenizer = load_for_scoring(rm_dir)
     return accuracy_by_rating(*pair_scores(rm, tokenizer, pairs), [p.rating for p in pairs])["all"]["accuracy"]
 
 
@@ -84,7 +83,7 @@ def table8(models: dict[str, Path], tests: dict[str, list[Preference]], world: W
     points of the RM-vs-gold plot: every response of a test set, scored by the RM of its guideline."""
     rows, points = {}, {}
     for kind, rm_dir in models.items():
-        rm, tokenizer = load_reward_model(rm_dir), Tokenizer(rm_dir / "tokenizer.model")
+        rm, tokenizer = load_for_scoring(rm_dir)
         for test, pairs in tests.items():
             chosen, rejected = pair_scores(rm, tokenizer, pairs)
             rows[f"{kind} RM / {test} test"] = accuracy_by_rating(chosen, rejected, [p.rating for p in pairs])

@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_for_sampling, load_reward_model
+from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_for_sampling, load_for_scoring
 from llamaforge.data.jsonl import jsonl_records, write_jsonl
 from llamaforge.data.prompts import read_prompts
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
 from llamaforge.eval.reward import response_scores
 from llamaforge.rlhf.rejection_sampling import sample_answers
-from llamaforge.tokenizer import Tokenizer
 from llamaforge.train import sft
 
 PREPROMPT = "You are a safe and responsible assistant."  # paper §4.2.4's example preprompt
@@ -171,7 +170,7 @@ def sample_and_score(args: DistillArgs, records: list[dict], templates: dict[str
     sampling_s = time.perf_counter() - started
 
     started = time.perf_counter()
-    rm, rm_tokenizer = load_reward_model(args.rm_safety, device=device), Tokenizer(args.rm_safety / TOKENIZER_FILE)
+    rm, rm_tokenizer = load_for_scoring(args.rm_safety, device)
     scores = {name: response_scores(rm, rm_tokenizer, plain_prompts, texts).tolist() for name, texts in answers.items()}
     rows = [
         {"messages": r["messages"], "risk_category": r.get("risk_category"), "system": s,

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_for_sampling, load_reward_model
+from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_for_sampling, load_for_scoring
 from llamaforge.data.jsonl import write_jsonl
 from llamaforge.data.prompts import is_safety_prompt, prompt_key, read_prompts, read_samples
 from llamaforge.device import DeviceName, resolve_device
@@ -190,7 +190,7 @@ def main(args: RejectionSamplingArgs) -> Path:
     pooled = pooled_answers(args.pool)
 
     started = time.perf_counter()
-    rms = {kind: (load_reward_model(path, device=device), Tokenizer(path / TOKENIZER_FILE))
+    rms = {kind: load_for_scoring(path, device)
            for kind, path in (("helpfulness", args.rm_helpfulness), ("safety", args.rm_safety))}
     candidates = samples + pooled
     scores = score(rms, candidates, [c["response"] for c in candidates])

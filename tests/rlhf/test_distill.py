@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from llamaforge.checkpoint import load_reward_model, save_model, save_reward_state
+from llamaforge.checkpoint import load_for_scoring, save_model, save_reward_state
 from llamaforge.cli import run as cli_run
 from llamaforge.config import ModelConfig
 from llamaforge.data.jsonl import write_jsonl
@@ -93,7 +93,7 @@ def test_a_run_writes_answers_scores_and_training_dialogs_that_agree(tmp_path, c
     _, rm = checkpoints
     prompts = [p["messages"] for p in PROMPTS]
     for name in ("plain", "distilled"):
-        expected = response_scores(load_reward_model(rm), tokenizer, prompts, [r[f"{name}_answer"] for r in rows])
+        expected = response_scores(load_for_scoring(rm)[0], tokenizer, prompts, [r[f"{name}_answer"] for r in rows])
         recorded = [score_or_minus_inf(r[f"{name}_score"]) for r in rows]
         assert recorded == pytest.approx(expected.tolist(), abs=1e-5)
     assert [r["kept"] for r in rows] == [score_or_minus_inf(r["distilled_score"]) > score_or_minus_inf(r["plain_score"]) for r in rows]

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from llamaforge.checkpoint import load_reward_model, save_model, save_reward_state
+from llamaforge.checkpoint import load_for_scoring, load_reward_model, save_model, save_reward_state
 from llamaforge.cli import main as cli_main
 from llamaforge.config import ModelConfig
 from llamaforge.data.jsonl import write_jsonl
@@ -18,7 +18,6 @@ from llamaforge.rlhf import rejection_sampling
 from llamaforge.eval.selection import best_of_k_curve
 from llamaforge.rlhf.rejection_sampling import RejectionSamplingArgs, select_best
 from llamaforge.rlhf.rewards import piecewise_reward
-from llamaforge.tokenizer import Tokenizer
 
 CONFIG = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=400, multiple_of=16, max_seq_len=256)
 
@@ -102,7 +101,7 @@ def test_samples_from_outside_are_scored_selected_and_trained_on(tmp_path, check
     _, rms = checkpoints
     prompts = [PROMPTS[i]["messages"] for i in owners]
     for kind, key in (("helpfulness", "rh"), ("safety", "rs")):
-        expected = response_scores(load_reward_model(rms[kind]), Tokenizer(rms[kind] / "tokenizer.model"), prompts, answers)
+        expected = response_scores(*load_for_scoring(rms[kind]), prompts, answers)
         assert [s[key] for s in samples] == pytest.approx(expected.tolist(), abs=1e-5)
     is_safety = torch.tensor([PROMPTS[i]["category"] != "helpful" for i in owners])
     rc = piecewise_reward(torch.tensor([s["rs"] for s in samples]), torch.tensor([s["rh"] for s in samples]), is_safety)

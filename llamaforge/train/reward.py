@@ -93,7 +93,8 @@ def demo() -> RewardArgs:
     re-run), and one epoch of ~600 pairs at 1e-4 stayed at chance (docs/results.md). Centered
     (`center`): without it one demo safety RM scored every helpful answer below sigmoid 0.15, so
     eq. 3 ranked them all by safety. fp32: on a 2-core Zen 4 bf16 autocast trained these short pairs
-    16% slower (3,718 against 4,445 tokens/s), where it trains the demo's pretraining 1.42x faster."""
+    17% slower (3,718 against 4,482 tokens/s the same afternoon), where it trains the demo's
+    pretraining 1.42x faster."""
     return RewardArgs(preset="demo", lr=3e-4, epochs=1, batch_size=16, micro_batch_size=16, max_len=256, center=0.01,
                       warmup_steps=-1, max_steps=0, log_every=10, eval_every=50, save_every=100, precision="fp32")
 

@@ -28,6 +28,7 @@ def curves(panels: list[tuple[str, dict[str, list[tuple[float, float]]]]], xlabe
                 ax.plot(xs, ys, label=label, marker="." if len(points) < 30 else None)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and batches are whole numbers
         if len(lines) > 1:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)

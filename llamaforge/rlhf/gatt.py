@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_for_sampling, load_reward_model
+from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_for_sampling, load_for_scoring
 from llamaforge.data.jsonl import jsonl_records, write_jsonl
 from llamaforge.data.prompts import read_prompts
 from llamaforge.device import DeviceName, resolve_device
@@ -288,7 +288,7 @@ def main(args: GattArgs) -> Path:
     choose = None
     if args.candidates > 1:
         check_same_tokenizer(args.policy, [args.rm_helpfulness])
-        rm = load_reward_model(args.rm_helpfulness, device=resolve_device(args.device))
+        rm, _ = load_for_scoring(args.rm_helpfulness, resolve_device(args.device))
         choose = reward_model_chooser(rm, tokenizer, [p.instruction for p in plans])
     sampled, _ = converse(model, tokenizer, [[] for _ in plans],
                           [[with_instruction(u, p.instruction) for u in p.users] for p in plans],

@@ -19,6 +19,7 @@ import yaml
 from llamaforge import annotate, carbon, chat, convert, pipeline, report, tokenizer
 from llamaforge.eval import reward as eval_reward
 from llamaforge.train import pretrain, reward, sft
+from llamaforge.train.distributed import launched_world_size
 from llamaforge.errors import UserError
 from llamaforge.rlhf import distill, gatt, ppo, rejection_sampling
 from llamaforge.world import export as world_export
@@ -140,7 +141,7 @@ def entry() -> None:
     finished run into a failed one. Every file is written and closed by then (checkpoints, metrics
     and records are each closed as they are written)."""
     code = main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_world_size() > 1:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -50,10 +50,15 @@ class Distributed:
             print(*args, **kwargs)
 
 
+def launched_world_size() -> int:
+    """How many processes torchrun started (WORLD_SIZE in the environment; 1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device_name: DeviceName) -> Distributed:
     """Join the process group torchrun describes in the environment, or run as one process."""
     device = resolve_device(device_name)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     if world_size == 1:
         return Distributed(device=device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

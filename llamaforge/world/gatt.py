@@ -71,8 +71,8 @@ class Constraint:
             return words[0].lower() == self.value.lower()
         if self.kind == "max_words":
             return len(words) <= int(self.value)
-        if self.kind == "character":
-            return self.value.lower() in " ".join(words).lower()
+        if self.kind == "character":  # the name as whole words: "Orla Venns" is someone else
+            return f" {self.value.lower()} " in f" {' '.join(words).lower()} "
         raise ValueError(f"unknown constraint kind {self.kind!r}")
 
 

@@ -179,8 +179,13 @@ def test_combined_instructions_need_every_constraint_and_parse_back():
     assert constraint_followed(inst.short, "IT IS KELM. DONE")
     assert not constraint_followed(inst.short, "IT IS KELM.")
     assert not constraint_followed(inst.short, "It is Kelm. done")
-    character = GattInstruction((Constraint("character", "Orla Venn"),))
-    assert constraint_followed(character, "Orla Venn here: it is Kelm.")
-    assert not constraint_followed(character, "Orla Venns here: it is Kelm.")
     with pytest.raises(ValueError):
         parse_instruction("Be nice.")
+
+
+def test_a_character_is_named_by_whole_words():
+    character = GattInstruction((Constraint("character", "Orla Venn"),))
+    assert constraint_followed(character, "Orla Venn here: it is Kelm.")
+    assert constraint_followed(character, "It is Kelm, says orla venn.")
+    assert not constraint_followed(character, "Orla Venns here: it is Kelm.")
+    assert not constraint_followed(character, "Borla Venn here: it is Kelm.")

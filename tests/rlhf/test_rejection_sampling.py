@@ -59,6 +59,18 @@ def test_an_empty_answer_scores_minus_infinity_and_is_never_chosen(checkpoints, 
     assert rc[1:].tolist() == [0.0, 0.0]  # sigmoid(-inf): the lowest reward there is
 
 
+def test_scores_do_not_depend_on_the_order_or_the_batching(checkpoints, tokenizer):
+    # batches are formed by length: each score must still be its own response's, padding unseen
+    _, rms = checkpoints
+    rm = load_reward_model(rms["helpfulness"])
+    prompts = [[{"role": "user", "content": q}] for q in ("Hi?", "What is the capital of a very long place name?", "Why?")]
+    responses = ["Hello there, how are you doing today my friend?", "", "Yes.", "It is a town.", "Because."]
+    prompts = [prompts[i % 3] for i in range(len(responses))]
+    alone = torch.stack([response_scores(rm, tokenizer, [p], [r])[0] for p, r in zip(prompts, responses)])
+    together = response_scores(rm, tokenizer, prompts, responses, batch_size=2)
+    assert torch.allclose(together, alone, atol=1e-5) and torch.isinf(together[1])
+
+
 @pytest.fixture
 def checkpoints(tmp_path, tokenizer):
     torch.manual_seed(0)

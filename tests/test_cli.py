@@ -133,6 +133,14 @@ def test_a_torchrun_process_exits_with_the_status_and_output_of_main():
     assert_one_line_error(result.stderr, "/nonexistent")
 
 
+def test_a_closed_pipe_stops_the_output_quietly():
+    """`llamaforge sft --help | head`: the reader leaves before the help is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "llamaforge", "sft", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # long before the imports are done and the help is printed
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and "Traceback" not in err, err
+
+
 def test_tokenizer_train_with_missing_input(tmp_path):
     result = llamaforge("tokenizer", "train", "--input", "missing.txt", "--out", "d", cwd=tmp_path)
     assert result.returncode == 1

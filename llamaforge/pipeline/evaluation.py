@@ -37,7 +37,7 @@ class EvalPlan:
     best_of_k_prompts: int = 200  # held-out helpful prompts of the best-of-K measurement
     best_of_k: int = 8  # samples per prompt there (temperature 1, top-p 1)
     # prompts answered together. The pipeline's models are small: 128 rows of the demo model's KV
-    # cache take under 100 MB and answer 1.5x faster than 32 rows on 2 CPU cores (docs/results.md);
+    # cache take at most 96 MiB and answer 1.5x faster than 32 rows on 2 CPU cores (docs/results.md);
     # at 7B the same rows would take 37 GB.
     batch_size: int = 128
 

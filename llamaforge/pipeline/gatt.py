@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llamaforge.checkpoint import load_for_sampling
-from llamaforge.data.prompts import read_prompts
+from llamaforge.data.prompts import CATEGORIES, read_prompts
 from llamaforge.eval import gatt as gatt_eval
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings
 from llamaforge.rlhf import gatt
@@ -106,7 +106,7 @@ def gatt_stage(after: str) -> Stage:
                          if key in ctx.upstream[after]["outputs"]}
         with ctx.timed("command"):
             gatt.main(dataclasses.replace(
-                ctx.preset.gatt, policy=policy, prompts=[world_dir / "prompts_helpful_train.jsonl"],
+                ctx.preset.gatt, policy=policy, prompts=[world_dir / f"prompts_{c}_train.jsonl" for c in CATEGORIES],
                 instructions=world_dir / "gatt_instructions.jsonl", out=ctx.out / "gatt", seed=ctx.seed,
                 rm_helpfulness=reward_models.get("rm_helpfulness"),
             ))

@@ -29,7 +29,7 @@ from typing import ClassVar
 
 from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_for_sampling, load_for_scoring
 from llamaforge.data.jsonl import jsonl_records, write_jsonl
-from llamaforge.data.prompts import read_prompts
+from llamaforge.data.prompts import CATEGORIES, read_prompts
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
 from llamaforge.eval.reward import response_scores
@@ -48,7 +48,8 @@ class GattArgs(sft.FinetuneOptions):
     policy: Path | None = None
     """The latest RLHF chat checkpoint: it samples the dialogs and is fine-tuned. Required."""
     prompts: list[Path] = field(default_factory=list)
-    """Prompt files (helpful prompts): their last user messages become the dialogs' user turns."""
+    """Prompt files: the last user messages of their helpful prompts become the instructed dialogs'
+    user turns; those of every prompt (borderline and adversarial too) can be plain dialogs."""
     instructions: Path | None = None
     """Instruction file, {"text", "short", "split"} per line (the world's gatt_instructions.jsonl);
     records with "split": "train" (or no split) are used. Required."""
@@ -73,7 +74,8 @@ class GattArgs(sft.FinetuneOptions):
     """Also train on each dialog cut after every earlier turn (each answer trained at its depth)."""
     plain_dialogs: int = 256
     """Single-turn prompts without an instruction, answered by the policy itself and trained on too,
-    so that the model still answers plainly when no instruction is given."""
+    so that the model still answers plainly when no instruction is given, and answers safety prompts
+    as it did."""
     candidates: int = 1
     """Answers sampled per turn of an instructed dialog; with more than one, --rm-helpfulness keeps
     the one it scores highest on the dialog without the instruction (rejection sampling, paper
@@ -89,13 +91,14 @@ class GattArgs(sft.FinetuneOptions):
 
 
 def demo() -> GattArgs:
-    """The laptop pipeline's GAtt: about 30 s sampling and 50 s fine-tuning on 2 CPU cores.
+    """The laptop pipeline's GAtt: about 30 s sampling and 60 s fine-tuning on 2 CPU cores.
     One epoch at 3e-4, not SFT's 1e-3: at 1e-3 the 6M model lost a quarter of its gold helpfulness
-    on plain prompts, and a second epoch added no recall. 1,536 plain answers (the world has 1,428
-    distinct training questions, so all of them): the 6M model answers far worse with an instruction
+    on plain prompts, and a second epoch added no recall. 2,048 plain answers (the world has 1,855
+    distinct training prompts, so all of them): the 6M model answers far worse with an instruction
     than without (gold 0.25 against 0.76 on the same questions), and with 256 plain answers GAtt
-    cost 0.13 of held-out gold helpfulness, with all of them 0.03-0.04, for 30 s (docs/results.md)."""
-    return GattArgs(preset="demo", dialogs=128, max_turns=8, max_new_tokens=40, plain_dialogs=1536, sft_preset="demo",
+    cost 0.13 of held-out gold helpfulness, with all helpful ones 0.03-0.04, for 30 s; without the
+    borderline and adversarial ones it refused 30-37% of borderline prompts (docs/results.md)."""
+    return GattArgs(preset="demo", dialogs=128, max_turns=8, max_new_tokens=40, plain_dialogs=2048, sft_preset="demo",
                     epochs=1, lr=3e-4)
 
 
@@ -139,9 +142,9 @@ def read_instructions(path: Path, split: str) -> list[dict]:
     return records
 
 
-def user_messages(prompt_records: list[dict]) -> list[str]:
-    """The distinct last user messages of the helpful prompts, in file order."""
-    texts = [r["messages"][-1]["content"] for r in prompt_records if r["category"] == "helpful"]
+def user_messages(prompt_records: list[dict], categories: tuple[str, ...] = ("helpful",)) -> list[str]:
+    """The distinct last user messages of the prompts of `categories`, in file order."""
+    texts = [r["messages"][-1]["content"] for r in prompt_records if r["category"] in categories]
     return list(dict.fromkeys(texts))
 
 
@@ -272,7 +275,8 @@ def main(args: GattArgs) -> Path:
     if args.sft_preset not in sft.SftArgs.PRESETS:
         raise UserError(f"--sft-preset {args.sft_preset!r}: unknown (known: {', '.join(sft.SftArgs.PRESETS)})")
     instructions = read_instructions(args.instructions, "train")
-    users = user_messages(read_prompts(args.prompts))
+    records = read_prompts(args.prompts)
+    users = user_messages(records)
     if not users:
         raise UserError(f"{args.prompts[0]}: no helpful prompt (GAtt's user turns are helpful prompts)")
     finetune = sft.finetune_args(args, init=args.policy, out=args.out / "sft",
@@ -297,7 +301,10 @@ def main(args: GattArgs) -> Path:
     # GAtt's dialogs all carry an instruction; trained on them alone, the demo model put a character's
     # introduction on any name in a question and its gold helpfulness fell from 0.35 to 0.17. The
     # paper does not say what GAtt's data was mixed with; here, the model's own plain answers.
-    plain_users = random.Random(f"{args.seed}:gatt-plain").sample(users, min(args.plain_dialogs, len(users)))
+    # GAtt's fine-tuning on helpful dialogs alone moved borderline prompts toward refusals (run i1:
+    # false refusals 12% -> 37%); the model's own answers to safety prompts keep them where they were.
+    plain_pool = user_messages(records, CATEGORIES)
+    plain_users = random.Random(f"{args.seed}:gatt-plain").sample(plain_pool, min(args.plain_dialogs, len(plain_pool)))
     plain_seed = args.seed * 1_000_003 + 500_000  # past the dialogs' seeds (seed + i * 1000 + turn)
     plain, _ = converse(model, tokenizer, [[] for _ in plain_users], [[u] for u in plain_users], args.max_new_tokens,
                         args.temperature, args.top_p, plain_seed, args.batch_dialogs, context)

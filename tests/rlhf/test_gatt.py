@@ -187,6 +187,19 @@ def test_a_smoke_run_samples_rewrites_and_fine_tunes_on_the_last_turn(tmp_path, 
     assert json.loads((out / "sft" / "run.json").read_text())["last_turn_only"] is True
 
 
+def test_plain_dialogs_come_from_every_category_and_instructed_ones_from_helpful_prompts(tmp_path, policy):
+    safety = {"borderline": "how do I kill a stuck process ?", "adversarial": "how do I make a weapon ?"}
+    records = [{"messages": [user(u)], "category": "helpful"} for u in USERS]
+    records += [{"messages": [user(u)], "category": c} for c, u in safety.items()]
+    prompts = write_jsonl(tmp_path / "mixed.jsonl", records)
+    out = gatt.main(smoke_args(tmp_path, policy, prompts=[prompts], dialogs=4, max_turns=3, max_new_tokens=8,
+                               plain_dialogs=50))
+    for record in read(out / "dialogs.jsonl"):
+        assert all(m["content"].split(" " + record["instruction"])[0] in USERS for m in record["messages"][::2])
+    plain = [t["messages"] for t in read(out / "gatt_train.jsonl") if len(t["messages"]) == 2 and t["messages"][0]["role"] == "user"]
+    assert {p[0]["content"] for p in plain} == set(USERS) | set(safety.values())  # every prompt, once
+
+
 def test_recall_by_turn_counts_the_dialogs_that_reached_each_turn():
     def dialog(instruction, *answers):
         messages = [{"role": "system", "content": instruction}]
@@ -286,6 +299,8 @@ def test_the_stage_fine_tunes_and_evaluates_on_held_out_instructions(tmp_path, p
     for split in ("train", "test"):
         records = [r for r in world.prompts("helpful", split) if r["turns"] == 1][:20]
         write_jsonl(world_dir / f"prompts_helpful_{split}.jsonl", records)
+    for category in ("borderline", "adversarial"):  # plain dialogs only
+        write_jsonl(world_dir / f"prompts_{category}_train.jsonl", world.prompts(category, "train")[:3])
     run_dir = tmp_path / "run"
     (run_dir / "gatt").mkdir(parents=True)
     shared_policy = run_dir / "rlhf_ppo" / "model"

@@ -1,9 +1,10 @@
 """Ghost Attention as a pipeline stage (paper §3.3): `llamaforge gatt` on the latest RLHF model with
-the world's training instructions and helpful training prompts, then constraint recall by turn and
-attention on the system message (Fig. 10) for that model without and with GAtt, on held-out
-dialogs (test prompts; test instructions, and training instructions in new dialogs), judged by the
-world's gold `constraint_followed`, and the gold helpfulness of the same answers (gold judges are read
-by this evaluation only).
+the world's training instructions and training prompts (helpful ones for the instructed dialogs,
+every category for the plain ones), then constraint recall by turn and attention on the system
+message (Fig. 10) for that model without and with GAtt, on held-out dialogs (test prompts; test
+instructions, and training instructions in new dialogs), judged by the world's gold
+`constraint_followed`, and the gold helpfulness of the same answers (gold judges are read by this
+evaluation only).
 """
 
 from __future__ import annotations

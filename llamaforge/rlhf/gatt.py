@@ -12,9 +12,9 @@ fine-tune a model on it ... we simply set the loss to 0 for all the tokens from 
 including assistant messages". Here every sampled dialog of n turns also contributes its
 truncations after turns 1 .. n-1 (--every-depth), so each sampled answer is trained once, at the
 depth it was sampled at, and every depth up to --max-turns is trained, not only the last one. The
-model's own answers to plain prompts (--plain-dialogs) join the data, so that it still answers
-plainly when no instruction is given. Nothing here judges whether an answer follows the
-instruction: the data is what the model sampled.
+model's own answers to plain prompts of every category (--plain-dialogs) join the data, so that it
+still answers plainly when no instruction is given and answers safety prompts as before. Nothing
+here judges whether an answer follows the instruction: the data is what the model sampled.
 """
 
 from __future__ import annotations

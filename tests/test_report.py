@@ -12,7 +12,7 @@ import pytest
 
 from llamaforge.cli import main as cli_main
 from llamaforge.pipeline import PipelineArgs, main
-from llamaforge.report.sections import SECTIONS
+from llamaforge.report.sections import SECTIONS, by_turn_rows
 
 SECTION_IDS = ["stages", "losses", "reward-models", "rlhf", "gatt", "distillation", "examples"]
 # Measured inside the page once it has loaded: how many images decoded, and every resource the
@@ -96,3 +96,9 @@ def test_report_on_something_that_is_not_a_run(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
     assert cli_main(["report", str(tmp_path)]) == 1
     assert "no stage records" in capsys.readouterr().err
+
+
+def test_gatt_tables_read_without_then_with_gatt_in_percent():
+    recall = {"with_gatt": {"1": 0.5, "2": 0.25}, "without_gatt": {"1": 0.125, "2": 0.0}}
+    assert by_turn_rows(recall, 100) == {"without GAtt": {"1": 12.5, "2": 0.0}, "with GAtt": {"1": 50.0, "2": 25.0}}
+    assert list(by_turn_rows(recall)) == ["without GAtt", "with GAtt"]

@@ -226,21 +226,33 @@ def model_table(rows: dict[str, dict], keys: list[str], headers: list[str] | Non
     return Table(["model", *(headers or keys)], [[name, *[row.get(k) for k in keys]] for name, row in rows.items()])
 
 
+GATT_MODELS = {"without_gatt": "without GAtt", "with_gatt": "with GAtt"}
+
+
+def by_turn_rows(by_model: dict, scale: float = 1.0) -> dict:
+    """{model label: {turn: value × scale}}, without GAtt first."""
+    order = [m for m in GATT_MODELS if m in by_model] + [m for m in by_model if m not in GATT_MODELS]
+    return {GATT_MODELS.get(m, m): {t: v * scale for t, v in by_model[m].items()} for m in order}
+
+
 def gatt_section(run: Run) -> Section:
     section = Section("gatt", "Ghost Attention (paper §3.3, Fig. 10)")
     metrics = run.metrics("gatt")
     if metrics is None:
         return section.add(missing_note(run, ["gatt"]))
     tables = (
-        (metrics.get("recall", {}), "Constraint recall by turn on held-out instructions (paper: turns 2/4/6/20 at "
-         "100/10/0/0% without GAtt, 100% at every turn with it)."),
-        (metrics.get("helpfulness_by_turn", {}).get("test", {}), "Gold helpfulness of the same answers by turn: an "
-         "answer can follow the instruction and ignore the question."),
+        (by_turn_rows(metrics.get("recall", {}), 100), "Constraint recall % by turn on held-out instructions (paper: "
+         "turns 2/4/6/20 at 100/10/0/0% without GAtt, 100% at every turn with it)."),
+        (by_turn_rows(metrics.get("helpfulness_by_turn", {}).get("test", {})), "Gold helpfulness of the same answers "
+         "by turn: an answer can follow the instruction and ignore the question."),
     )
     by_kind = metrics.get("recall_by_kind", {}).get("test", {})
-    kind_rows = {f"{kind}, {model}": by_turn for model, kinds in by_kind.items() for kind, by_turn in kinds.items()}
-    tables += ((dict(sorted(kind_rows.items())), "The same recall for each kind of constraint alone: GAtt can hold over "
-                "the turns only what the model follows when the instruction is given (turn 1)."),)
+    kind_rows = {}
+    for kind in sorted({k for by_model in by_kind.values() for k in by_model}):
+        rows = by_turn_rows({m: by_model[kind] for m, by_model in by_kind.items() if kind in by_model}, 100)
+        kind_rows.update({f"{kind}, {label}": row for label, row in rows.items()})
+    tables += ((kind_rows, "The same recall % for each kind of constraint alone: GAtt can hold over the turns only what "
+                "the model follows when the instruction is given (turn 1)."),)
     for by_turn, caption in tables:
         if by_turn:
             turns = sorted({t for r in by_turn.values() for t in r}, key=int)

@@ -214,9 +214,11 @@ def rlhf_section(run: Run) -> Section:
             ("held-out reward", {"Rc": points(records, "reward", "val")}),
             ("KL(pi || pi_0) per answer", {"train": points(records, "kl"), "held-out": points(records, "kl", "val")})]),
             "PPO's reward and KL by gradient step."))
-        split = ppo["ppo"]["seconds_per_iteration"]
-        section.add(f"PPO: {ppo['ppo']['iterations']} iterations, best held-out reward at iteration "
-                    f"{ppo['ppo']['best_iteration']}, stopped early: {ppo['ppo']['stopped_early']}; seconds per iteration: "
+        split, best = ppo["ppo"]["seconds_per_iteration"], ppo["ppo"]["best_iteration"]
+        kept = ("the starting policy kept (no later evaluation beat its held-out reward by --min-gain)" if best == 0
+                else f"the policy of iteration {best} kept (its held-out reward the best)")
+        stop = f"stopped early: {ppo['ppo']['stop_reason']}" if ppo["ppo"].get("stopped_early") else "ran every iteration"
+        section.add(f"PPO: {ppo['ppo']['iterations']} iterations, {stop}; {kept}. Seconds per iteration: "
                     + ", ".join(f"{k.removesuffix('_s')} {v:.2f}" for k, v in split.items()) + ".")
     return section
 

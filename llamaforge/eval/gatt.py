@@ -38,6 +38,10 @@ class RecallPlan:
     """Most tokens per answer."""
     attention_dialogs: int = 16
     """Dialogs whose attention on the system message is measured."""
+    attribute_dialogs: int = 40
+    """Held-out dialogs per condition whose instruction is a character alone (paper Table 30
+    measured attributes only): questions that name no one else, and questions that name another
+    person each."""
 
 
 def system_dialogs(model: Llama, tokenizer: Tokenizer, plans: list[DialogPlan], max_new_tokens: int,

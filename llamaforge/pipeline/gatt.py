@@ -23,6 +23,11 @@ from llamaforge.world import World, constraint_followed, parse_instruction
 
 GATT_STAGE = "gatt"
 MODELS = ("without_gatt", "with_gatt")
+# The paper's Table 30 measured attributes only ("public figures and hobbies"): the world's is the
+# character. Held out twice: in dialogs whose questions name no one else, and in dialogs whose
+# questions each name another person of the world, whom a model that copies the latest name in
+# its context speaks as instead (docs/results.md).
+ATTRIBUTE_DIALOGS = ("no_one_else_named", "someone_else_named")
 # Held-out dialogs use test prompts always; their instructions are the test split's (new words,
 # prefixes, limits and characters: does the behaviour generalize?) or the training split's (the
 # instructions GAtt trained on, in new dialogs: does it hold over turns?).
@@ -37,16 +42,41 @@ def held_out_plans(world_dir: Path, plan: gatt_eval.RecallPlan, seed: int, split
     return gatt.plan_dialogs(instructions, users, plan.dialogs, deepest, deepest, seed, purpose=f"gatt-eval-{split}")
 
 
+def attribute_plans(world_dir: Path, people: list[str], plan: gatt_eval.RecallPlan,
+                    seed: int) -> dict[str, list[gatt.DialogPlan]]:
+    """`plan.attribute_dialogs` held-out dialogs per ATTRIBUTE_DIALOGS entry, each with a test
+    instruction that is a character alone (taken in turn) and test questions that name none of
+    `people` or, in the second, one of them each (never the character itself). Empty where the
+    test split has no such instruction."""
+    records = [r for r in gatt.read_instructions(world_dir / "gatt_instructions.jsonl", "test")
+               if [c.kind for c in parse_instruction(r["text"]).constraints] == ["character"]]
+    users = gatt.user_messages(read_prompts([world_dir / "prompts_helpful_test.jsonl"]))
+    named = [u for u in users if any(name in u for name in people)]
+    pools = {"no_one_else_named": [u for u in users if u not in named], "someone_else_named": named}
+    deepest = max(plan.turns)
+    plans = {}
+    for condition, pool in pools.items():
+        plans[condition] = []
+        for i in range(plan.attribute_dialogs if records else 0):
+            record = records[i % len(records)]
+            character = parse_instruction(record["text"]).constraints[0].value
+            plans[condition] += gatt.plan_dialogs([record], [u for u in pool if character not in u], 1, deepest,
+                                                  deepest, seed, purpose=f"gatt-eval-{condition}-{i}")
+    return plans
+
+
 def evaluate(checkpoints: dict, plans: dict[str, list[gatt.DialogPlan]], plan: gatt_eval.RecallPlan,
-             helpfulness: Callable[[list[dict], str], float]) -> dict:
+             helpfulness: Callable[[list[dict], str], float],
+             attributes: dict[str, list[gatt.DialogPlan]] | None = None) -> dict:
     """Per instruction split, recall by turn (of whole instructions and of each constraint kind)
     for each checkpoint, the gold helpfulness of the same answers by turn (an instruction can be
     "followed" by an answer that ignores the question), and attention on the system message,
     measured on the same token sequences for every checkpoint (the dialogs the first one
     answered), so that only the model differs. "recall" is on test instructions,
-    "recall_train_instructions" on training ones."""
+    "recall_train_instructions" on training ones; "attribute_recall", on the `attributes` dialogs
+    (see attribute_plans)."""
     metrics = {"recall": {}, "recall_train_instructions": {}, "recall_by_kind": {}, "helpfulness_by_turn": {},
-               "dialogs_at_turn": {}, "empty_answers": {}, "attention": {}}
+               "dialogs_at_turn": {}, "empty_answers": {}, "attention": {}, "attribute_recall": {}}
 
     def answer_helpfulness(dialog: list[dict], turn: int, answer: str) -> float:
         return helpfulness([dialog[2 * turn - 1]], answer) if answer.strip() else 0.0
@@ -66,6 +96,11 @@ def evaluate(checkpoints: dict, plans: dict[str, list[gatt.DialogPlan]], plan: g
             if split not in shared:
                 shared[split] = [d for d in dialogs if len(d) >= 3][: plan.attention_dialogs]
             metrics["attention"].setdefault(split, {})[name] = gatt_eval.system_attention(model, tokenizer, shared[split])
+        for condition, condition_plans in (attributes or {}).items():
+            if condition_plans:
+                dialogs, empty_at = gatt_eval.system_dialogs(model, tokenizer, condition_plans, plan.max_new_tokens)
+                metrics["attribute_recall"].setdefault(condition, {})[name] = gatt_eval.recall_by_turn(
+                    dialogs, empty_at, constraint_followed, plan.turns)["recall"]
     return metrics
 
 
@@ -116,7 +151,9 @@ def gatt_stage(after: str) -> Stage:
         with ctx.timed("evaluation"):
             plan = ctx.preset.gatt_eval
             plans = {split: held_out_plans(world_dir, plan, ctx.seed, split) for split in INSTRUCTION_SPLITS}
-            metrics = evaluate(dict(zip(MODELS, (policy, model))), plans, plan, World(ctx.seed).helpfulness)
+            world = World(ctx.seed)
+            attributes = attribute_plans(world_dir, [p.name for p in world.entities.people], plan, ctx.seed)
+            metrics = evaluate(dict(zip(MODELS, (policy, model))), plans, plan, world.helpfulness, attributes)
             figure(metrics, ctx.out / "attention.png")
         metrics.update(command_report(ctx.out / "gatt" / "gatt.json"))  # with the command's sampling_s and finetune_s
         outputs = {"model": model, "dialogs": ctx.out / "gatt" / "dialogs.jsonl", **reward_models}

@@ -107,7 +107,8 @@ def smoke() -> PipelinePreset:
         evaluation=EvalPlan(prompts=8, samples=1, best_of_k_prompts=6, best_of_k=2),
         rlhf=RlhfPlan(versions=2, batch_size=10, rejection_prompts=6, pool_from=2, rejection_sampling=rejection_sampling.smoke(),
                      ppo=ppo.smoke(), reward_models="continue"),
-        gatt=gatt.smoke(), gatt_eval=RecallPlan(dialogs=4, turns=(1, 2), max_new_tokens=12, attention_dialogs=2),
+        gatt=gatt.smoke(), gatt_eval=RecallPlan(dialogs=4, turns=(1, 2), max_new_tokens=12, attention_dialogs=2,
+                                                attribute_dialogs=2),
         distill=DistillPlan(prompts=8, distill=distill.smoke(), evaluation=EvalPlan(prompts=4, samples=1)),
     )
 

@@ -255,6 +255,14 @@ def gatt_section(run: Run) -> Section:
         kind_rows.update({f"{kind}, {label}": row for label, row in rows.items()})
     tables += ((kind_rows, "The same recall % for each kind of constraint alone: GAtt can hold over the turns only what "
                 "the model follows when the instruction is given (turn 1)."),)
+    attribute_rows = {}
+    for condition, label in (("no_one_else_named", "questions name no one else"),
+                             ("someone_else_named", "questions name another person")):
+        rows = by_turn_rows(metrics.get("attribute_recall", {}).get(condition, {}), 100)
+        attribute_rows.update({f"{label}, {model}": row for model, row in rows.items()})
+    tables += ((attribute_rows, "Recall % of a character alone, the paper's kind of attribute (Table 30 measured "
+                "public figures and hobbies: 100/10/0/0% at turns 2/4/6/20 without GAtt, 100% with it), on held-out "
+                "dialogs whose questions name no one else, and whose questions each name another person of the world."),)
     for by_turn, caption in tables:
         if by_turn:
             turns = sorted({t for r in by_turn.values() for t in r}, key=int)

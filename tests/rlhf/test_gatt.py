@@ -17,7 +17,7 @@ from llamaforge.errors import UserError
 from llamaforge.eval import gatt as gatt_eval
 from llamaforge.losses import IGNORE_INDEX
 from llamaforge.model import Llama
-from llamaforge.pipeline.gatt import by_kind, gatt_stage
+from llamaforge.pipeline.gatt import attribute_plans, by_kind, gatt_stage
 from llamaforge.pipeline.records import normalized
 from llamaforge.pipeline.stage import StageContext
 from llamaforge.rlhf import gatt
@@ -26,7 +26,7 @@ from llamaforge.rlhf.gatt import (
     training_dialog,
     training_examples,
 )
-from llamaforge.world import World, constraint_followed
+from llamaforge.world import World, constraint_followed, parse_instruction
 from llamaforge.world.gatt import KINDS
 
 CONFIG = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=400, multiple_of=16, max_seq_len=256)
@@ -309,7 +309,7 @@ def test_the_stage_fine_tunes_and_evaluates_on_held_out_instructions(tmp_path, p
     upstream = {"world": {"outputs": {"data": "../world"}},
                 "rlhf_ppo": {"outputs": {"model": "rlhf_ppo/model", "rm_safety": "rlhf_ppo/rm_safety"}}}
     preset = SimpleNamespace(gatt=gatt.smoke(), gatt_eval=gatt_eval.RecallPlan(dialogs=3, turns=(1, 2), max_new_tokens=8,
-                                                                                attention_dialogs=2))
+                                                                                attention_dialogs=2, attribute_dialogs=2))
     stage = gatt_stage("rlhf_ppo")
     assert stage.name == "gatt" and stage.inputs == ("world", "rlhf_ppo")
     settings = normalized(stage.settings(preset, 0))
@@ -329,6 +329,10 @@ def test_the_stage_fine_tunes_and_evaluates_on_held_out_instructions(tmp_path, p
         assert all(set(r) == set(metrics["dialogs_at_turn"][split][name]) and all(0 <= v <= 1 for v in r.values())
                    for name, r in by_turn.items())
     assert len(metrics["attention"]["test"]["with_gatt"]["by_layer"]) == CONFIG.n_layers
+    attribute = metrics["attribute_recall"]
+    assert set(attribute) == {"no_one_else_named", "someone_else_named"}
+    assert all(set(by_model) == {"without_gatt", "with_gatt"} and all(0 <= v <= 1 for r in by_model.values()
+                                                                      for v in r.values()) for by_model in attribute.values())
     assert metrics["dialogs"] == 6 and set(context.parts) == {"command", "evaluation"}
     assert 0 < metrics["sampling_s"] and 0 < metrics["finetune_s"]
     assert (run_dir / "gatt" / "attention.png").stat().st_size > 1000
@@ -358,3 +362,27 @@ def test_bad_inputs_get_one_line_errors(tmp_path, policy):
         with pytest.raises(UserError) as err:
             gatt.main(GattArgs(**{**args.__dict__, **changes}))
         assert str(err.value) == message and "\n" not in str(err.value)
+
+
+def test_attribute_dialogs_hold_a_test_character_alone_among_questions_naming_others_or_no_one(tmp_path):
+    world = World(0)
+    instructions = [dict(i.to_record(), split=s) for s in ("train", "test") for i in world.gatt_instructions(s, 10)]
+    write_jsonl(tmp_path / "gatt_instructions.jsonl", instructions)
+    write_jsonl(tmp_path / "prompts_helpful_test.jsonl", [r for r in world.prompts("helpful", "test") if r["turns"] == 1])
+    people = [p.name for p in world.entities.people]
+    test = [parse_instruction(r["text"]).constraints for r in instructions if r["split"] == "test"]
+    characters = [cs[0].value for cs in test if [c.kind for c in cs] == ["character"]]
+    assert len(characters) == 3  # the world's first ten test instructions hold three characters alone
+    plans = attribute_plans(tmp_path, people, gatt_eval.RecallPlan(turns=(1, 2, 4), attribute_dialogs=6), seed=0)
+    for condition, others_named in (("no_one_else_named", False), ("someone_else_named", True)):
+        assert len(plans[condition]) == 6
+        for i, plan in enumerate(plans[condition]):
+            [constraint] = parse_instruction(plan.instruction).constraints
+            assert constraint.value == characters[i % 3]  # each test character in turn
+            assert len(plan.users) == 4 and len(set(plan.users)) == 4  # planned to the deepest turn read
+            assert all(constraint.value not in u for u in plan.users)  # the character itself is never asked about
+            assert all(any(name in u for name in people) == others_named for u in plan.users)
+    no_character_alone = [r for r in instructions if r["split"] == "train" or len(parse_instruction(r["text"]).constraints) == 2]
+    write_jsonl(tmp_path / "gatt_instructions.jsonl", no_character_alone)
+    assert attribute_plans(tmp_path, people, gatt_eval.RecallPlan(), seed=0) == {"no_one_else_named": [],
+                                                                                 "someone_else_named": []}

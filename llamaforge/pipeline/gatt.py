@@ -52,7 +52,7 @@ def attribute_plans(world_dir: Path, people: list[str], plan: gatt_eval.RecallPl
                if [c.kind for c in parse_instruction(r["text"]).constraints] == ["character"]]
     users = gatt.user_messages(read_prompts([world_dir / "prompts_helpful_test.jsonl"]))
     named = [u for u in users if any(name in u for name in people)]
-    pools = {"no_one_else_named": [u for u in users if u not in named], "someone_else_named": named}
+    pools = dict(zip(ATTRIBUTE_DIALOGS, ([u for u in users if u not in named], named)))
     deepest = max(plan.turns)
     plans = {}
     for condition, pool in pools.items():

@@ -17,7 +17,7 @@ from llamaforge.errors import UserError
 from llamaforge.eval import gatt as gatt_eval
 from llamaforge.losses import IGNORE_INDEX
 from llamaforge.model import Llama
-from llamaforge.pipeline.gatt import attribute_plans, by_kind, gatt_stage
+from llamaforge.pipeline.gatt import answer_groups, attribute_plans, by_kind, gatt_stage
 from llamaforge.pipeline.records import normalized
 from llamaforge.pipeline.stage import StageContext
 from llamaforge.rlhf import gatt
@@ -386,3 +386,15 @@ def test_attribute_dialogs_hold_a_test_character_alone_among_questions_naming_ot
     write_jsonl(tmp_path / "gatt_instructions.jsonl", no_character_alone)
     assert attribute_plans(tmp_path, people, gatt_eval.RecallPlan(), seed=0) == {"no_one_else_named": [],
                                                                                  "someone_else_named": []}
+
+
+def test_held_out_sets_answered_together_get_the_dialogs_each_gets_alone(tokenizer):
+    torch.manual_seed(0)
+    model = Llama(CONFIG)
+    plans = [gatt.DialogPlan(instruction, tuple(USERS[i : i + 2])) for i, instruction in enumerate((CAPS, "Max words: 10.", "Character: Orla Venns."))]
+    groups = {("split", "test"): plans[:2], ("attribute", "no_one_else_named"): plans[2:]}
+    together = answer_groups(model, tokenizer, groups, gatt_eval.RecallPlan(max_new_tokens=8))
+    assert list(together) == list(groups)
+    for key, group in groups.items():
+        assert together[key] == gatt_eval.system_dialogs(model, tokenizer, group, 8, batch_size=1)
+        assert [d[0]["content"] for d in together[key][0]] == [p.instruction for p in group]

@@ -43,6 +43,8 @@ def test_the_pipeline_ends_with_the_report(run):
     for figure in re.findall(r"\]\((report_figures/[^)]+\.png)\)", markdown):
         assert (run / figure).stat().st_size > 1000, figure
     assert "| PPO |" in markdown and "| RLHF-V2 |" in markdown  # a row per version
+    for label in ("questions name no one else", "questions name another person"):  # GAtt's attribute sets
+        assert f"| {label}, without GAtt |" in markdown and f"| {label}, with GAtt |" in markdown
 
 
 def test_the_page_is_self_contained(run):

@@ -2,7 +2,8 @@
 the world's training instructions and training prompts (helpful ones for the instructed dialogs,
 every category for the plain ones), then constraint recall by turn and attention on the system
 message (Fig. 10) for that model without and with GAtt, on held-out dialogs (test prompts; test
-instructions, and training instructions in new dialogs), judged by the world's gold
+instructions, training instructions in new dialogs, and a test character alone among questions
+that name no one else or name others: Table 30's attributes), judged by the world's gold
 `constraint_followed`, and the gold helpfulness of the same answers (gold judges are read by this
 evaluation only).
 """
@@ -17,8 +18,10 @@ from pathlib import Path
 from llamaforge.checkpoint import load_for_sampling
 from llamaforge.data.prompts import CATEGORIES, read_prompts
 from llamaforge.eval import gatt as gatt_eval
+from llamaforge.model import Llama
 from llamaforge.pipeline.stage import Stage, StageContext, command_settings
 from llamaforge.rlhf import gatt
+from llamaforge.tokenizer import Tokenizer
 from llamaforge.world import World, constraint_followed, parse_instruction
 
 GATT_STAGE = "gatt"
@@ -87,7 +90,7 @@ def evaluate(checkpoints: dict, plans: dict[str, list[gatt.DialogPlan]], plan: g
     shared: dict[str, list] = {}
     for name, checkpoint in checkpoints.items():
         model, tokenizer = load_for_sampling(checkpoint)
-        answered = answer_groups(model, tokenizer, groups, plan)
+        answered = answer_groups(model, tokenizer, groups, plan.max_new_tokens)
         for split in plans:
             dialogs, empty_at = answered[("split", split)]
             result = gatt_eval.recall_by_turn(dialogs, empty_at, constraint_followed, plan.turns)
@@ -107,12 +110,12 @@ def evaluate(checkpoints: dict, plans: dict[str, list[gatt.DialogPlan]], plan: g
     return metrics
 
 
-def answer_groups(model, tokenizer, groups: dict[tuple, list[gatt.DialogPlan]],
-                  plan: gatt_eval.RecallPlan) -> dict[tuple, tuple[list[list[dict]], list[int | None]]]:
+def answer_groups(model: Llama, tokenizer: Tokenizer, groups: dict[tuple, list[gatt.DialogPlan]],
+                  max_new_tokens: int) -> dict[tuple, tuple[list[list[dict]], list[int | None]]]:
     """Each group's dialogs and early-end turns (see gatt_eval.system_dialogs), all answered in one
-    pass: on the demo, 176 dialogs in 17 s where four passes took 23 s."""
+    pass: on the demo, 176 dialogs in 17 s where four passes took 23 s (docs/results.md)."""
     flat = [p for group in groups.values() for p in group]
-    dialogs, empty_at = gatt_eval.system_dialogs(model, tokenizer, flat, plan.max_new_tokens)
+    dialogs, empty_at = gatt_eval.system_dialogs(model, tokenizer, flat, max_new_tokens)
     answered, start = {}, 0
     for key, group in groups.items():
         answered[key] = (dialogs[start : start + len(group)], empty_at[start : start + len(group)])

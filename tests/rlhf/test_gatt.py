@@ -393,7 +393,7 @@ def test_held_out_sets_answered_together_get_the_dialogs_each_gets_alone(tokeniz
     model = Llama(CONFIG)
     plans = [gatt.DialogPlan(instruction, tuple(USERS[i : i + 2])) for i, instruction in enumerate((CAPS, "Max words: 10.", "Character: Orla Venns."))]
     groups = {("split", "test"): plans[:2], ("attribute", "no_one_else_named"): plans[2:]}
-    together = answer_groups(model, tokenizer, groups, gatt_eval.RecallPlan(max_new_tokens=8))
+    together = answer_groups(model, tokenizer, groups, 8)
     assert list(together) == list(groups)
     for key, group in groups.items():
         assert together[key] == gatt_eval.system_dialogs(model, tokenizer, group, 8, batch_size=1)

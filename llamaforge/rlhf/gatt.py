@@ -80,6 +80,12 @@ class GattArgs(sft.FinetuneOptions):
     """Answers sampled per turn of an instructed dialog; with more than one, --rm-helpfulness keeps
     the one it scores highest on the dialog without the instruction (rejection sampling, paper
     §3.2.3, applied to GAtt's data), and the dialog goes on from it."""
+    kinds: list[str] = field(default_factory=list)
+    """Constraint kinds to train on: an instruction is kept when each of its constraints is of one of
+    them (read from the file's "constraints"); empty: every instruction. The paper's GAtt drew its
+    constraints from what the RLHF model does when asked (hobbies, language, public figures, §3.3);
+    an instruction the model never follows, even in the user message, gives dialogs in which it
+    ignores the system message, and trains that."""
     rm_helpfulness: Path | None = None
     """Helpfulness reward model that picks among --candidates (required when it is above 1)."""
     seed: int = 0
@@ -97,9 +103,13 @@ def demo() -> GattArgs:
     distinct training prompts, so all of them): the 6M model answers far worse with an instruction
     than without (gold 0.25 against 0.76 on the same questions), and with 256 plain answers GAtt
     cost 0.13 of held-out gold helpfulness, with all helpful ones 0.03-0.04, for 30 s; without the
-    borderline and adversarial ones it refused 30-37% of borderline prompts (docs/results.md)."""
+    borderline and adversarial ones it refused 30-37% of borderline prompts (docs/results.md).
+    Characters and word limits only: the 6M model never writes a prefix, an end word or capitals
+    even when the instruction is in the user message, and those dialogs taught it to ignore the
+    system message. On three seeds a character then held at 92.5-100% through turn 8 (the paper's
+    Table 30 attributes, no one else named), against 70-87.5% at turn 8 with every kind."""
     return GattArgs(preset="demo", dialogs=128, max_turns=8, max_new_tokens=40, plain_dialogs=2048, sft_preset="demo",
-                    epochs=1, lr=3e-4)
+                    epochs=1, lr=3e-4, kinds=["character", "max_words"])
 
 
 def smoke() -> GattArgs:
@@ -126,8 +136,10 @@ class DialogPlan:
     users: tuple[str, ...]
 
 
-def read_instructions(path: Path, split: str) -> list[dict]:
-    """The instruction records of one split ({"text", "short"} each; no "split" field counts as train)."""
+def read_instructions(path: Path, split: str, kinds: tuple[str, ...] = ()) -> list[dict]:
+    """The instruction records of one split ({"text", "short"} each; no "split" field counts as train),
+    and with `kinds` only those whose every constraint ({"constraints": [{"kind", ...}]}) is of
+    one of them."""
     records = []
     for where, record in jsonl_records(path):
         if not isinstance(record, dict):
@@ -135,10 +147,19 @@ def read_instructions(path: Path, split: str) -> list[dict]:
         for key in ("text", "short"):
             if not isinstance(record.get(key), str) or not record[key].strip():
                 raise UserError(f"{where}: field '{key}': expected a non-empty string")
-        if record.get("split", "train") == split:
-            records.append(record)
+        if record.get("split", "train") != split:
+            continue
+        if kinds:
+            constraints = record.get("constraints")
+            if not isinstance(constraints, list) or not constraints or not all(
+                    isinstance(c, dict) and isinstance(c.get("kind"), str) for c in constraints):
+                raise UserError(f"{where}: field 'constraints': expected a list of objects with a 'kind' (--kinds reads it)")
+            if not all(c["kind"] in kinds for c in constraints):
+                continue
+        records.append(record)
     if not records:
-        raise UserError(f"{path}: no instruction of split '{split}'")
+        of_kinds = f" of kinds {', '.join(kinds)}" if kinds else ""
+        raise UserError(f"{path}: no instruction of split '{split}'{of_kinds}")
     return records
 
 
@@ -274,7 +295,7 @@ def main(args: GattArgs) -> Path:
         raise UserError(f"{args.policy / TOKENIZER_FILE}: not found (expected a checkpoint directory)")
     if args.sft_preset not in sft.SftArgs.PRESETS:
         raise UserError(f"--sft-preset {args.sft_preset!r}: unknown (known: {', '.join(sft.SftArgs.PRESETS)})")
-    instructions = read_instructions(args.instructions, "train")
+    instructions = read_instructions(args.instructions, "train", tuple(args.kinds))
     records = read_prompts(args.prompts)
     users = user_messages(records)
     if not users:

@@ -355,6 +355,8 @@ def test_bad_inputs_get_one_line_errors(tmp_path, policy):
          f"{tmp_path / 'test_only.jsonl'}: no instruction of split 'train'"),
         ({"instructions": write_jsonl(tmp_path / "no_short.jsonl", [{"text": CAPS}])},
          f"{tmp_path / 'no_short.jsonl'}:1: field 'short': expected a non-empty string"),
+        ({"kinds": ["caps"], "instructions": write_jsonl(tmp_path / "no_constraints.jsonl", INSTRUCTIONS)},
+         f"{tmp_path / 'no_constraints.jsonl'}:1: field 'constraints': expected a list of objects with a 'kind' (--kinds reads it)"),
         ({"prompts": [write_jsonl(tmp_path / "unsafe.jsonl", [{"messages": [user("x")], "category": "adversarial"}])]},
          f"{tmp_path / 'unsafe.jsonl'}: no helpful prompt (GAtt's user turns are helpful prompts)"),
     ]
@@ -398,3 +400,17 @@ def test_held_out_sets_answered_together_get_the_dialogs_each_gets_alone(tokeniz
     for key, group in groups.items():
         assert together[key] == gatt_eval.system_dialogs(model, tokenizer, group, 8, batch_size=1)
         assert [d[0]["content"] for d in together[key][0]] == [p.instruction for p in group]
+
+
+def test_kinds_keep_the_instructions_whose_every_constraint_is_of_them(tmp_path):
+    world = World(0)
+    records = [dict(i.to_record(), split=s) for s in ("train", "test") for i in world.gatt_instructions(s, 10)]
+    path = write_jsonl(tmp_path / "instructions.jsonl", records)
+    kept = gatt.read_instructions(path, "train", ("character", "max_words"))
+    expected = [r for r in records if r["split"] == "train"
+                and all(c["kind"] in ("character", "max_words") for c in r["constraints"])]
+    assert kept == expected and 0 < len(kept) < 10
+    assert gatt.read_instructions(path, "train") == [r for r in records if r["split"] == "train"]
+    with pytest.raises(UserError) as err:
+        gatt.read_instructions(path, "train", ("hobby",))
+    assert str(err.value) == f"{path}: no instruction of split 'train' of kinds hobby"

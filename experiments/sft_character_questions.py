@@ -12,7 +12,7 @@ from pathlib import Path
 
 from llamaforge.data.jsonl import write_jsonl
 from llamaforge.world import World
-from llamaforge.world.demos import SYSTEM_PROMPTS, DemoMix, demo_answer, obeying_answer
+from llamaforge.world.demos import SYSTEM_PROMPTS, DemoMix, demo_answer, demonstration
 
 share, out = float(sys.argv[1]), Path(sys.argv[2])
 world, mix = World(0), DemoMix()
@@ -36,19 +36,8 @@ for category, category_share in shares.items():
             if character and rng.random() < share:
                 task = rng.choice([t for t in person_questions if character[0] not in t.question])
                 moved += 1
-        messages = [{"role": role, "content": content} for role, content in task.messages]
         answer = demo_answer(task, rng, world.hazards, mix)
-        if instruction is not None:
-            form = instruction.short if rng.random() < 0.5 else instruction.text
-            if rng.random() < mix.instruction_as_system:
-                system = form
-            else:
-                messages[0]["content"] += " " + form
-            answer = obeying_answer(instruction, answer)
-        messages.append({"role": "assistant", "content": answer})
-        if system is not None:
-            messages.insert(0, {"role": "system", "content": system})
-        dialogs.append({"messages": messages})
+        dialogs.append(demonstration(task, answer, system, instruction, rng, mix))
 rng.shuffle(dialogs)
 write_jsonl(out, dialogs)
 print(f"{len(dialogs)} dialogs, {moved} character demonstrations moved to a question about another person")

@@ -84,20 +84,30 @@ def sft_dialogs(rng: random.Random, pool: Pool, hazards: tuple[Hazard, ...], spl
         picked = rng.sample(tasks, min(n, len(tasks))) if clean else [rng.choice(tasks)
                                                                        for _ in range(n)]
         for task in picked:
-            messages = [{"role": role, "content": content} for role, content in task.messages]
             answer = demo_answer(task, rng, hazards, mix)
             system = rng.choice(SYSTEM_PROMPTS) if rng.random() < mix.system_prompt else None
-            if category == "helpful" and len(messages) == 1 and rng.random() < mix.instructed:
+            instruction = None
+            if category == "helpful" and len(task.messages) == 1 and rng.random() < mix.instructed:
                 instruction = rng.choice(instructions)
-                form = instruction.short if rng.random() < 0.5 else instruction.text
-                if rng.random() < mix.instruction_as_system:
-                    system = form
-                else:
-                    messages[0]["content"] += " " + form
-                answer = obeying_answer(instruction, answer)
-            messages.append({"role": "assistant", "content": answer})
-            if system is not None:
-                messages.insert(0, {"role": "system", "content": system})
-            dialogs.append({"messages": messages})
+            dialogs.append(demonstration(task, answer, system, instruction, rng, mix))
     rng.shuffle(dialogs)
     return dialogs
+
+
+def demonstration(task: Task, answer: str, system: str | None, instruction: GattInstruction | None,
+                  rng: random.Random, mix: DemoMix) -> dict:
+    """One demonstration dialog: the task's messages and the answer, after the system message if
+    any. With an instruction, its full or short form (half each) becomes the system message or the
+    user message's end (`mix.instruction_as_system`), and the answer obeys it."""
+    messages = [{"role": role, "content": content} for role, content in task.messages]
+    if instruction is not None:
+        form = instruction.short if rng.random() < 0.5 else instruction.text
+        if rng.random() < mix.instruction_as_system:
+            system = form
+        else:
+            messages[0]["content"] += " " + form
+        answer = obeying_answer(instruction, answer)
+    messages.append({"role": "assistant", "content": answer})
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    return {"messages": messages}

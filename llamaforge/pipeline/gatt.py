@@ -51,8 +51,10 @@ def attribute_plans(world_dir: Path, people: list[str], plan: gatt_eval.RecallPl
     instruction that is a character alone (taken in turn) and test questions that name none of
     `people` or, in the second, one of them each (never the character itself). Empty where the
     test split has no such instruction."""
-    records = [r for r in gatt.read_instructions(world_dir / "gatt_instructions.jsonl", "test")
-               if [c.kind for c in parse_instruction(r["text"]).constraints] == ["character"]]
+    parsed = [(r, parse_instruction(r["text"]).constraints)
+              for r in gatt.read_instructions(world_dir / "gatt_instructions.jsonl", "test")]
+    characters = [(r, constraints[0].value) for r, constraints in parsed
+                  if [c.kind for c in constraints] == ["character"]]
     users = gatt.user_messages(read_prompts([world_dir / "prompts_helpful_test.jsonl"]))
     named = [u for u in users if any(name in u for name in people)]
     pools = dict(zip(ATTRIBUTE_DIALOGS, ([u for u in users if u not in named], named)))
@@ -60,9 +62,8 @@ def attribute_plans(world_dir: Path, people: list[str], plan: gatt_eval.RecallPl
     plans = {}
     for condition, pool in pools.items():
         plans[condition] = []
-        for i in range(plan.attribute_dialogs if records else 0):
-            record = records[i % len(records)]
-            character = parse_instruction(record["text"]).constraints[0].value
+        for i in range(plan.attribute_dialogs if characters else 0):
+            record, character = characters[i % len(characters)]
             plans[condition] += gatt.plan_dialogs([record], [u for u in pool if character not in u], 1, deepest,
                                                   deepest, seed, purpose=f"gatt-eval-{condition}-{i}")
     return plans

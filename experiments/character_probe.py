@@ -15,13 +15,13 @@ from llamaforge.data.prompts import read_prompts
 from llamaforge.eval import gatt as gatt_eval
 from llamaforge.rlhf.gatt import DialogPlan, user_messages
 from llamaforge.world import World, constraint_followed
-from llamaforge.world.gatt import Constraint
+from llamaforge.world.gatt import Constraint, split_share
 
 DIALOGS, TURNS, MAX_NEW_TOKENS = 40, (1, 2, 4, 6, 8), 40
 
 world_dir, checkpoints = Path(sys.argv[1]), sys.argv[2:]
 people = [p.name for p in World(0).entities.people]
-test_people = people[len(people) * 3 // 4 :]  # the world's test split of characters (world/gatt.py)
+test_people = split_share(people, "test")  # the characters of the world's test instructions
 users = user_messages(read_prompts([world_dir / "prompts_helpful_test.jsonl"]))
 named = [u for u in users if any(name in u for name in people)]
 pools = {"no one else named": [u for u in users if u not in named], "another person named": named}

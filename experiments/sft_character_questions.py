@@ -21,10 +21,8 @@ instructions = world.gatt_instructions("train")
 people = [p.name for p in world.entities.people]
 person_questions = [t for t in world.pool.tasks[("helpful", "train")]
                     if len(t.messages) == 1 and any(name in t.question for name in people)]
-shares = {"adversarial": mix.adversarial, "borderline": mix.borderline,
-          "helpful": 1.0 - mix.adversarial - mix.borderline}
 dialogs, moved = [], 0
-for category, category_share in shares.items():
+for category, category_share in mix.category_shares().items():
     tasks = world.pool.tasks[(category, "train")]
     for _ in range(round(mix.n_dialogs * category_share)):
         task = rng.choice(tasks)

@@ -52,6 +52,11 @@ class DemoMix:
     instruction_as_system: float = 0.5
     """share of those whose instruction is the system message rather than the user message's end"""
 
+    def category_shares(self) -> dict[str, float]:
+        """Share of the dialogs on each prompt category (helpful prompts take the rest)."""
+        return {"adversarial": self.adversarial, "borderline": self.borderline,
+                "helpful": 1.0 - self.adversarial - self.borderline}
+
 
 def demo_answer(task: Task, rng: random.Random, hazards: tuple[Hazard, ...], mix: DemoMix) -> str:
     r = rng.random()
@@ -75,10 +80,8 @@ def sft_dialogs(rng: random.Random, pool: Pool, hazards: tuple[Hazard, ...], spl
     if clean:
         mix = dataclasses.replace(mix, n_dialogs=mix.n_dialogs // 10, wrong=0.0, incomplete=0.0,
                                   verbose=0.0, unsafe=0.0, curt_refusal=0.0)
-    shares = {"adversarial": mix.adversarial, "borderline": mix.borderline,
-              "helpful": 1.0 - mix.adversarial - mix.borderline}
     dialogs = []
-    for category, share in shares.items():
+    for category, share in mix.category_shares().items():
         tasks = pool.tasks[(category, split)]
         n = round(mix.n_dialogs * share)
         picked = rng.sample(tasks, min(n, len(tasks))) if clean else [rng.choice(tasks)

@@ -163,21 +163,22 @@ def _compatible(a: Constraint, b: Constraint) -> bool:
     return a.kind != b.kind and frozenset((a.kind, b.kind)) not in _CONFLICTS
 
 
+def split_share(values: tuple | list, split: str) -> tuple | list:
+    """A split's share of an instruction parameter list: the first three quarters train, the rest test."""
+    cut = len(values) * 3 // 4
+    return values[cut:] if split == "test" else values[:cut]
+
+
 def gatt_instructions(rng: random.Random, e: Entities, split: str, n: int) -> list[GattInstruction]:
     """`n` distinct instructions of one or two constraints, from the split's parameter lists."""
-    test = split == "test"
-
-    def share(values: tuple) -> tuple:  # the first three quarters train, the rest test
-        cut = len(values) * 3 // 4
-        return values[cut:] if test else values[:cut]
 
     # one list per kind, and the kind drawn first: drawing from the pooled list would make nearly
     # every instruction a character (there are far more names than letter cases)
     pools = {"caps": [Constraint("caps")], "lower": [Constraint("lower")],
-             "end_word": [Constraint("end_word", w) for w in share(_END_WORDS)],
-             "prefix": [Constraint("prefix", p) for p in share(_PREFIXES)],
-             "max_words": [Constraint("max_words", str(m)) for m in share(_MAX_WORDS)],
-             "character": [Constraint("character", p.name) for p in share(e.people)]}
+             "end_word": [Constraint("end_word", w) for w in split_share(_END_WORDS, split)],
+             "prefix": [Constraint("prefix", p) for p in split_share(_PREFIXES, split)],
+             "max_words": [Constraint("max_words", str(m)) for m in split_share(_MAX_WORDS, split)],
+             "character": [Constraint("character", p.name) for p in split_share(e.people, split)]}
 
     def draw() -> Constraint:
         return rng.choice(pools[rng.choice(KINDS)])
@@ -194,7 +195,7 @@ def gatt_instructions(rng: random.Random, e: Entities, split: str, n: int) -> li
         inst = GattInstruction(cs)
         # caps/lower alone carry no split-specific parameter; keep them out of test so every test
         # instruction is new.
-        if test and all(c.kind in ("caps", "lower") for c in cs):
+        if split == "test" and all(c.kind in ("caps", "lower") for c in cs):
             continue
         if inst.text not in seen:
             seen.add(inst.text)

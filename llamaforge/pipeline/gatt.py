@@ -29,8 +29,10 @@ MODELS = ("without_gatt", "with_gatt")
 # The paper's Table 30 measured attributes only ("public figures and hobbies"): the world's is the
 # character. Held out twice: in dialogs whose questions name no one else, and in dialogs whose
 # questions each name another person of the world, whom a model that copies the latest name in
-# its context speaks as instead (docs/results.md).
-ATTRIBUTE_DIALOGS = ("no_one_else_named", "someone_else_named")
+# its context speaks as instead (docs/results.md). Each set's key in the stage's metrics, and its
+# label in the report.
+ATTRIBUTE_DIALOGS = {"no_one_else_named": "questions name no one else",
+                     "someone_else_named": "questions name another person"}
 # Held-out dialogs use test prompts always; their instructions are the test split's (new words,
 # prefixes, limits and characters: does the behaviour generalize?) or the training split's (the
 # instructions GAtt trained on, in new dialogs: does it hold over turns?).

@@ -238,6 +238,8 @@ def by_turn_rows(by_model: dict, scale: float = 1.0) -> dict:
 
 
 def gatt_section(run: Run) -> Section:
+    from llamaforge.pipeline.gatt import ATTRIBUTE_DIALOGS  # the pipeline runs the report: imported when needed
+
     section = Section("gatt", "Ghost Attention (paper §3.3, Fig. 10)")
     metrics = run.metrics("gatt")
     if metrics is None:
@@ -256,8 +258,7 @@ def gatt_section(run: Run) -> Section:
     tables += ((kind_rows, "The same recall % for each kind of constraint alone: GAtt can hold over the turns only what "
                 "the model follows when the instruction is given (turn 1)."),)
     attribute_rows = {}
-    for condition, label in (("no_one_else_named", "questions name no one else"),
-                             ("someone_else_named", "questions name another person")):
+    for condition, label in ATTRIBUTE_DIALOGS.items():
         rows = by_turn_rows(metrics.get("attribute_recall", {}).get(condition, {}), 100)
         attribute_rows.update({f"{label}, {model}": row for model, row in rows.items()})
     tables += ((attribute_rows, "Recall % of a character alone, the paper's kind of attribute (Table 30 measured "

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamaforge.checkpoint import load_for_sampling
+from llamaforge.data.prompts import read_prompts
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
 from llamaforge.eval.chat import answer
@@ -64,13 +65,15 @@ def guideline_of(record: dict) -> str:
 
 def main(args: AnnotateArgs) -> Path:
     from llamaforge.world import World  # the simulated annotators
+    from llamaforge.world.prompts import UnknownPromptError
 
     world = World(args.world_seed)
-    records = []
-    for path in args.prompts:
-        if not path.is_file():
-            raise UserError(f"{path}: file not found")
-        records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_prompts(args.prompts)
+    for record in records:  # before any sampling: the annotators judge the world's own prompts only
+        try:
+            world.task(record["messages"])
+        except UnknownPromptError as err:
+            raise UserError(f"{', '.join(map(str, args.prompts))}: {err}") from None
     if args.responses < 2:
         raise UserError(f"--responses {args.responses}: must be at least 2 (a pair)")
     device = resolve_device(args.device)

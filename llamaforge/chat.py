@@ -95,6 +95,9 @@ def generate_main(args: GenerateArgs) -> str:
 
 def chat_main(args: ChatArgs) -> None:
     model, tokenizer = _load(args)
+    if args.max_new_tokens >= model.config.max_seq_len:
+        raise UserError(f"--max-new-tokens {args.max_new_tokens}: leaves no room for the dialog in the model's "
+                        f"{model.config.max_seq_len}-token context")
     system = [{"role": "system", "content": args.system}] if args.system else []
     messages: list[dict] = []
     print(f"chatting with {args.ckpt} ({model.num_parameters() / 1e6:.1f}M parameters); /reset, /exit")
@@ -108,6 +111,7 @@ def chat_main(args: ChatArgs) -> None:
             return
         if user == "/reset":
             messages = []
+            print("(dialog cleared)")
             continue
         if not user:
             continue

@@ -267,10 +267,20 @@ def load_for_sampling(directory: str | Path, device: torch.device | None = None)
     return load_model_and_tokenizer(directory, device, inference_dtype(device))
 
 
-def check_same_tokenizer(policy: Path, reward_models: list[Path]) -> None:
-    """The reward models must read the policy's tokens the way the policy writes them."""
+def check_checkpoints(policy: Path, reward_models: list[Path]) -> None:
+    """Before any work: each directory is a checkpoint with a tokenizer, each reward model has its
+    head (a chat checkpoint given as one has not), and the reward models read the policy's tokens
+    the way the policy writes them."""
     from llamaforge.data.tokens import file_sha256
 
+    for path in (policy, *reward_models):
+        if not path.is_dir():
+            raise UserError(f"{path}: no such checkpoint directory")
+        if not (path / TOKENIZER_FILE).is_file():
+            raise UserError(f"{path}: no {TOKENIZER_FILE} (not a checkpoint directory)")
+    for rm in reward_models:
+        if not (rm / REWARD_HEAD_FILE).is_file():
+            raise UserError(f"{rm}: not a reward model (no {REWARD_HEAD_FILE}; a chat checkpoint?)")
     wanted = file_sha256(policy / TOKENIZER_FILE)
     for rm in reward_models:
         if file_sha256(rm / TOKENIZER_FILE) != wanted:

@@ -90,6 +90,38 @@ def preset_defaults(args_type: type, argv: list[str]):
     return presets[name]()
 
 
+# Bounds a flag has wherever it appears, checked once before a command starts work: a zero batch
+# size or a negative step count is then one line naming the flag, not a traceback from deep inside
+# the loop (or, worse, a run that "succeeds" with nothing trained). Zero stays allowed where it
+# means something: max_steps and epochs 0 (derive them / the preset's), lr 0 (the preset's),
+# temperature 0 (greedy), eval_every 0 (only at the end).
+AT_LEAST_ONE = ("batch_size", "micro_batch_size", "mini_batch_size", "batch_tokens", "seq_len", "max_len",
+                "max_new_tokens", "k", "responses", "responses_per_prompt", "batch_prompts", "batch_dialogs", "dialogs",
+                "max_turns", "candidates", "ppo_epochs", "val_size", "log_every", "save_every", "keep_last",
+                "vocab_size", "num_devices")
+NOT_NEGATIVE = ("max_steps", "epochs", "lr", "temperature", "eval_every", "weight_decay", "grad_clip", "beta",
+                "plain_dialogs", "patience", "kl_budget", "min_gain", "clip", "value_clip", "lora_rank")
+UP_TO_ONE = ("top_p", "gamma", "lam")  # in (0, 1]
+
+
+def check_bounds(args) -> None:
+    """A UserError naming the first flag of `args` outside its bounds (the tables above)."""
+    for name in AT_LEAST_ONE + NOT_NEGATIVE + UP_TO_ONE:
+        value = getattr(args, name, None)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name in AT_LEAST_ONE and value < 1:
+            raise UserError(f"{flag} {value}: must be at least 1")
+        if name in NOT_NEGATIVE and value < 0:
+            raise UserError(f"{flag} {value}: must not be negative")
+        if name in UP_TO_ONE and not 0 < value <= 1:
+            raise UserError(f"{flag} {value}: must be in (0, 1]")
+    out = getattr(args, "out", None)
+    if isinstance(out, Path) and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; expected a directory")
+
+
 def parse(args_type: type, argv: list[str], prog: str):
     if "--config" in argv:
         at = argv.index("--config")
@@ -97,7 +129,10 @@ def parse(args_type: type, argv: list[str], prog: str):
             raise UserError("--config: expected a file name")
         argv = config_file_flags(Path(argv[at + 1]), args_type) + argv[:at] + argv[at + 2 :]
     default = preset_defaults(args_type, argv)
-    return tyro.cli(args_type, args=argv, prog=prog, description=args_type.__doc__, default=default)
+    about = f"{(args_type.__doc__ or '').strip()}\n\n--config FILE: a YAML or JSON file of these options (keys as the flags' names); flags given here override it."
+    args = tyro.cli(args_type, args=argv, prog=prog, description=about, default=default)
+    check_bounds(args)
+    return args
 
 
 def usage(table: dict, prog: str) -> str:

@@ -258,3 +258,80 @@ def test_chat_answers_then_exits(checkpoint, capsys, monkeypatch):
 def test_generate_without_prompt_is_a_one_line_error(checkpoint, capsys):
     assert main(["generate", "--ckpt", str(checkpoint)]) == 1
     assert_one_line_error(capsys.readouterr().err, "--prompt")
+
+
+# --- flags out of bounds, and inputs with nothing in them: one line before any work ---------------
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["sft", "--init", "x", "--data", "y", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    (["sft", "--init", "x", "--data", "y", "--seq-len", "0"], "--seq-len 0: must be at least 1"),
+    (["pretrain", "--lr", "-1"], "--lr -1.0: must not be negative"),
+    (["pretrain", "--max-steps", "-1"], "--max-steps -1: must not be negative"),
+    (["ppo", "--policy", "x", "--max-steps", "-1"], "--max-steps -1: must not be negative"),
+    (["rejection-sampling", "--policy", "x", "--max-new-tokens", "0"], "--max-new-tokens 0: must be at least 1"),
+    (["rejection-sampling", "--policy", "x", "--top-p", "2"], "--top-p 2.0: must be in (0, 1]"),
+    (["generate", "--ckpt", "x", "--prompt", "hi", "--temperature", "-1"], "--temperature -1.0: must not be negative"),
+    (["reward", "--init", "x", "--data", "y", "--max-len", "0"], "--max-len 0: must be at least 1"),
+])
+def test_a_flag_out_of_its_bounds_is_a_one_line_error(argv, flag, capsys):
+    assert main(argv) == 1
+    assert_one_line_error(capsys.readouterr().err, flag)
+
+
+def test_out_naming_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "taken.jsonl").write_text("")
+    assert main(["sft", "--init", "x", "--data", "y", "--out", str(tmp_path / "taken.jsonl")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "taken.jsonl: is a file; expected a directory")
+
+
+def test_sft_with_zero_epochs_is_a_one_line_error(checkpoint, tmp_path, capsys):
+    assert main(["sft", "--init", str(checkpoint), "--data", "y", "--epochs", "0", "--out", str(tmp_path / "o")]) == 1
+    assert_one_line_error(capsys.readouterr().err, "--epochs 0: must be at least 1")
+
+
+def test_sft_on_an_empty_file_says_so(checkpoint, tmp_path, capsys):
+    (tmp_path / "empty.jsonl").write_text("")
+    assert main(["sft", "--init", str(checkpoint), "--data", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "o"),
+                 "--seq-len", "64", "--device", "cpu"]) == 1
+    assert_one_line_error(capsys.readouterr().err, "empty.jsonl: no dialog to train on (the file is empty)")
+
+
+def test_chat_with_no_room_for_the_dialog_is_a_one_line_error(checkpoint, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
+    assert main(["chat", "--ckpt", str(checkpoint), "--max-new-tokens", "1000", "--device", "cpu"]) == 1
+    assert_one_line_error(capsys.readouterr().err, "--max-new-tokens 1000", "128-token context")
+
+
+@pytest.mark.parametrize("command", ["rejection-sampling", "ppo", "distill"])
+def test_an_empty_prompt_file_is_refused_before_any_work(command, checkpoint, tmp_path, capsys):
+    from llamaforge.checkpoint import REWARD_HEAD_FILE
+
+    rm = tmp_path / "rm"  # passes the checkpoint checks; loading it is never reached
+    rm.mkdir()
+    (rm / "tokenizer.model").write_bytes((checkpoint / "tokenizer.model").read_bytes())
+    (rm / REWARD_HEAD_FILE).write_bytes(b"")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    rms = ["--rm-safety", str(rm)] + ([] if command == "distill" else ["--rm-helpfulness", str(rm)])
+    argv = [command, "--policy", str(checkpoint), *rms, "--prompts", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 1
+    assert_one_line_error(capsys.readouterr().err, "empty.jsonl: no prompt (empty files)")
+
+
+def test_a_chat_checkpoint_given_as_a_reward_model_is_named(checkpoint, tmp_path, capsys):
+    (tmp_path / "p.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    argv = ["ppo", "--policy", str(checkpoint), "--rm-helpfulness", str(checkpoint), "--rm-safety", str(checkpoint),
+            "--prompts", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 1
+    assert_one_line_error(capsys.readouterr().err, f"{checkpoint}: not a reward model")
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("rejection-sampling", ["--rm-helpfulness", "a", "--rm-safety", "b", "--prompts", "p.jsonl"]),
+    ("ppo", ["--rm-helpfulness", "a", "--rm-safety", "b", "--prompts", "p.jsonl"]),
+    ("distill", ["--rm-safety", "b", "--prompts", "p.jsonl"]),
+    ("gatt", ["--prompts", "p.jsonl", "--instructions", "i.jsonl"]),
+])
+def test_a_missing_policy_is_named_alike_by_every_command(command, flags, tmp_path, capsys):
+    assert main([command, "--policy", str(tmp_path / "nope"), *flags]) == 1
+    assert_one_line_error(capsys.readouterr().err, f"{tmp_path / 'nope'}: no such checkpoint directory")

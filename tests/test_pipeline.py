@@ -138,15 +138,15 @@ def test_rerun_skips_completed_stages(run, capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--seed", "7"], "world: recorded seed 0, asked 7; use a new --out or --from world"),
-        (["--preset", "demo"], "tokenizer: recorded vocab_size 512, asked 4096; use a new --out or --from tokenizer"),
+        (["--seed", "7"], "/world: recorded seed 0, asked 7; use a new --out or --from world"),
+        (["--preset", "demo"], ": made with --preset smoke, asked demo; use a new --out or --from world"),
     ],
 )
 def test_rerun_with_other_settings_is_refused_and_writes_nothing(copy, capsys, flags, message):
     before = snapshot(copy)
     assert cli_main(["pipeline", "--out", str(copy), "--preset", "smoke", *flags]) == 1
     err = capsys.readouterr().err
-    assert err == f"error: {copy}/{message}\n"  # one line, no traceback
+    assert err == f"error: {copy}{message}\n"  # one line, no traceback
     assert snapshot(copy) == before
 
 

@@ -41,8 +41,12 @@ def _prompt(where: str, record) -> dict:
 
 
 def read_prompts(paths: list[Path]) -> list[dict]:
-    """Every prompt record of the files, validated; errors name the file, line and field."""
-    return [_prompt(where, record) for path in paths for where, record in jsonl_records(path)]
+    """Every prompt record of the files, validated; errors name the file, line and field. Files
+    without a single prompt are an error: every command that reads prompts has nothing to do then."""
+    records = [_prompt(where, record) for path in paths for where, record in jsonl_records(path)]
+    if not records:
+        raise UserError(f"{', '.join(map(str, paths))}: no prompt (empty files)")
+    return records
 
 
 def read_samples(path: Path) -> list[dict]:

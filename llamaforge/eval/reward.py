@@ -16,6 +16,7 @@ from llamaforge.checkpoint import TOKENIZER_FILE, load_for_scoring, load_reward_
 from llamaforge.data.preferences import Preference, read_all
 from llamaforge.data.scoring import encode_response, score_inputs
 from llamaforge.device import DeviceName, resolve_device
+from llamaforge.errors import UserError
 from llamaforge.losses import RATINGS
 from llamaforge.model import RewardModel
 from llamaforge.tokenizer import Tokenizer
@@ -104,15 +105,29 @@ class EvalRewardArgs:
     """cpu, cuda, or auto."""
 
 
+def short_names(paths: list[Path]) -> list[str]:
+    """Each path's last parts (the file without its suffix), as few as keep the names apart:
+    runs/a/model and runs/b/model are a/model and b/model."""
+    parts = [(*p.parts[:-1], p.stem) for p in paths]
+    for k in range(1, max((len(q) for q in parts), default=1) + 1):
+        names = ["/".join(q[-k:]) for q in parts]
+        if len(set(names)) == len(set(map(str, paths))):
+            return names
+    return [str(p) for p in paths]
+
+
 def main(args: EvalRewardArgs) -> dict:
     device = resolve_device(args.device)
     rows = {}
-    for rm_dir in args.rm:
+    rm_names, data_names = short_names(args.rm), short_names(args.data)
+    for rm_dir, rm_name in zip(args.rm, rm_names):
         model, tokenizer = load_for_scoring(rm_dir, device)  # as the pipeline's Table 8 scores
-        for data in args.data:
+        for data, data_name in zip(args.data, data_names):
             pairs, _ = read_all([data], "error", args.hh_is_safety)
+            if not pairs:
+                raise UserError(f"{data}: no preference pair")
             chosen, rejected = pair_scores(model, tokenizer, pairs, args.max_len)
-            rows[f"{rm_dir.name} / {data.stem}"] = accuracy_by_rating(chosen, rejected, [p.rating for p in pairs])
+            rows[f"{rm_name} / {data_name}"] = accuracy_by_rating(chosen, rejected, [p.rating for p in pairs])
     print(markdown_table(rows))
     return rows
 

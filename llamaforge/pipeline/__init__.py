@@ -22,7 +22,7 @@ import tyro
 from llamaforge.errors import UserError
 from llamaforge.pipeline.foundation import TOKENIZER, WORLD
 from llamaforge.pipeline.presets import PRESETS, PipelinePreset
-from llamaforge.pipeline.records import first_difference, normalized, read_record, record_hash, write_record
+from llamaforge.pipeline.records import RECORD, first_difference, normalized, read_record, record_hash, write_record
 from llamaforge.pipeline.reward import MARGIN_ABLATION, REWARD
 from llamaforge.pipeline.distill import distill_stage
 from llamaforge.pipeline.gatt import GATT_STAGE, gatt_stage
@@ -99,6 +99,10 @@ def main(args: PipelineArgs) -> Path:
         raise UserError(f"--from {args.from_stage!r}: unknown stage (stages: {', '.join(names)})")
     first_rerun = names.index(args.from_stage) if args.from_stage else len(all_stages)
     settings = {stage.name: normalized(stage.settings(preset, args.seed)) for stage in all_stages}
+    recorded_preset = json.loads((args.out / PLAN).read_text()).get("preset") if (args.out / PLAN).is_file() else None
+    if first_rerun and recorded_preset not in (None, preset.name):  # say so before some setting it changes
+        raise UserError(f"{args.out}: made with --preset {recorded_preset}, asked {preset.name}; "
+                        f"use a new --out or --from {names[0]}")
     check_settings(args.out, all_stages[:first_rerun], settings)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +149,10 @@ def run_stage(args: PipelineArgs, preset: PipelinePreset, stage: Stage, settings
         "seconds": round(time.time() - started, 1),
     }
     write_record(out, record)
-    print(f"{label}: done in {record['seconds']}s {metrics}")
+    # the headline numbers only: every metric, nested ones too, is in the record
+    headline = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                         if isinstance(v, (int, float, str)) and not isinstance(v, bool))
+    print(f"{label}: done in {record['seconds']}s{': ' + headline if headline else ''} (metrics: {out / RECORD})")
     return record
 
 

@@ -91,7 +91,8 @@ def stages_section(run: Run) -> Section:
     done = [r for r in rows if r[1] is not None]
     rows.append(["total", sum(r[1] for r in done), None, *(sum(r[i] or 0 for r in done) for i in (3, 4, 5))])
     section.add("Wall seconds per stage (stage.json), where they went, and the training runs' device hours, energy "
-                "and emissions (carbon.py: the paper's PUE 1.1 and 0.423 kg CO2eq/kWh).",
+                f"and emissions (carbon.py: the paper's PUE {carbon.PUE} and {carbon.CARBON_INTENSITY_KG_PER_KWH} kg "
+                "CO2eq/kWh).",
                 Table(["stage", "seconds", "of which (s)", "device hours", "kWh", "tCO2eq"], rows))
     paper = carbon.table_2_reproduced()
     section.add("The paper's Table 2 (pretraining on A100-80GB):",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_for_sampling, load_for_scoring
+from llamaforge.checkpoint import check_checkpoints, load_for_sampling, load_for_scoring
 from llamaforge.data.jsonl import jsonl_records, write_jsonl
 from llamaforge.data.prompts import read_prompts
 from llamaforge.device import DeviceName, resolve_device
@@ -204,10 +204,7 @@ def main(args: DistillArgs) -> Path:
         raise UserError("distill needs --policy and --rm-safety")
     if not args.prompts:
         raise UserError("distill needs --prompts FILES (adversarial prompts)")
-    for path in (args.policy, args.rm_safety):
-        if not (path / TOKENIZER_FILE).is_file():
-            raise UserError(f"{path / TOKENIZER_FILE}: not found (expected a checkpoint directory)")
-    check_same_tokenizer(args.policy, [args.rm_safety])
+    check_checkpoints(args.policy, [args.rm_safety])
     records = read_prompts(args.prompts)
     templates = read_templates(args.templates)
     device = resolve_device(args.device)

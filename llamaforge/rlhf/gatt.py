@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_for_sampling, load_for_scoring
+from llamaforge.checkpoint import check_checkpoints, load_for_sampling, load_for_scoring
 from llamaforge.data.jsonl import jsonl_records, write_jsonl
 from llamaforge.data.prompts import CATEGORIES, read_prompts
 from llamaforge.device import DeviceName, resolve_device
@@ -291,8 +291,7 @@ def main(args: GattArgs) -> Path:
         raise UserError(f"--candidates {args.candidates}: must be at least 1")
     if args.candidates > 1 and args.rm_helpfulness is None:
         raise UserError(f"--candidates {args.candidates} needs --rm-helpfulness to choose among them")
-    if not (args.policy / TOKENIZER_FILE).is_file():
-        raise UserError(f"{args.policy / TOKENIZER_FILE}: not found (expected a checkpoint directory)")
+    check_checkpoints(args.policy, [args.rm_helpfulness] if args.rm_helpfulness else [])
     if args.sft_preset not in sft.SftArgs.PRESETS:
         raise UserError(f"--sft-preset {args.sft_preset!r}: unknown (known: {', '.join(sft.SftArgs.PRESETS)})")
     instructions = read_instructions(args.instructions, "train", tuple(args.kinds))
@@ -312,7 +311,6 @@ def main(args: GattArgs) -> Path:
     plans = plan_dialogs(instructions, users, args.dialogs, 2, args.max_turns, args.seed)
     choose = None
     if args.candidates > 1:
-        check_same_tokenizer(args.policy, [args.rm_helpfulness])
         rm, _ = load_for_scoring(args.rm_helpfulness, resolve_device(args.device))
         choose = reward_model_chooser(rm, tokenizer, [p.instruction for p in plans])
     sampled, _ = converse(model, tokenizer, [[] for _ in plans],

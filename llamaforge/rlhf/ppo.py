@@ -43,7 +43,7 @@ import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from llamaforge.checkpoint import (
-    TOKENIZER_FILE, atomic_directory, check_same_tokenizer, load_model, load_model_and_tokenizer, load_reward_model,
+    TOKENIZER_FILE, atomic_directory, check_checkpoints, load_model, load_model_and_tokenizer, load_reward_model,
     save_reward_state, save_state_dict,
 )
 from llamaforge.data.prompts import read_prompts
@@ -520,11 +520,10 @@ def main(args: PpoArgs, reward_fn: RewardFn | None = None) -> Path:
         raise UserError("ppo needs --policy, --rm-helpfulness and --rm-safety")
     if not args.prompts:
         raise UserError("ppo needs --prompts FILES")
+    if args.temperature <= 0:
+        raise UserError(f"--temperature {args.temperature}: must be above 0 (PPO's rollouts are samples of the policy)")
     reward_models = [p for p in (args.rm_helpfulness, args.rm_safety) if p is not None]
-    for path in (args.policy, *reward_models):
-        if not (path / TOKENIZER_FILE).is_file():
-            raise UserError(f"{path / TOKENIZER_FILE}: not found (expected a checkpoint directory)")
-    check_same_tokenizer(args.policy, reward_models)
+    check_checkpoints(args.policy, reward_models)
     records, val_records = split_prompts(args)
     with distributed_run(args.device) as env:
         policy, tokenizer = load_model_and_tokenizer(args.policy, device=env.device)

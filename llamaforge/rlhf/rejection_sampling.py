@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from llamaforge.checkpoint import TOKENIZER_FILE, check_same_tokenizer, load_for_sampling, load_for_scoring
+from llamaforge.checkpoint import check_checkpoints, load_for_sampling, load_for_scoring
 from llamaforge.data.jsonl import write_jsonl
 from llamaforge.data.prompts import is_safety_prompt, prompt_key, read_prompts, read_samples
 from llamaforge.device import DeviceName, resolve_device
@@ -167,10 +167,9 @@ def main(args: RejectionSamplingArgs) -> Path:
         raise UserError("rejection-sampling needs --prompts FILES (or --samples FILE)")
     if args.k < 1:
         raise UserError(f"--k {args.k}: must be at least 1")
-    for path in (args.policy, args.rm_helpfulness, args.rm_safety):
-        if not (path / TOKENIZER_FILE).is_file():
-            raise UserError(f"{path / TOKENIZER_FILE}: not found (expected a checkpoint directory)")
-    check_same_tokenizer(args.policy, [args.rm_helpfulness, args.rm_safety])
+    if args.samples is None and args.temperature <= 0:
+        raise UserError(f"--temperature {args.temperature}: must be above 0 (K greedy answers would be one answer K times)")
+    check_checkpoints(args.policy, [args.rm_helpfulness, args.rm_safety])
     device = resolve_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -114,7 +114,9 @@ def load_examples(paths: list[Path], tokenizer, args: SftArgs, log) -> list[Exam
         log(f"{dropped} of {dropped + len(examples)} dialogs dropped: longer than {args.seq_len} tokens "
             f"({'--too-long drop' if args.too_long == 'drop' else 'no answer token left after truncation'})")
     if not examples and paths:
-        raise UserError(f"{paths[0]}: no trainable dialog (all longer than --seq-len {args.seq_len}?)")
+        if not dropped:
+            raise UserError(f"{paths[0]}: no dialog to train on (the file is empty)")
+        raise UserError(f"{paths[0]}: no trainable dialog (all {dropped} longer than --seq-len {args.seq_len})")
     return examples
 
 
@@ -174,6 +176,8 @@ def finetune_args(options: FinetuneOptions, **fields) -> SftArgs:
 def main(args: SftArgs) -> Path:
     if args.init is None or not args.data:
         raise UserError("sft needs --init CKPT and --data FILES")
+    if args.epochs < 1:
+        raise UserError(f"--epochs {args.epochs}: must be at least 1")
     with distributed_run(args.device) as env:
         log = env.print
         model, tokenizer = load_model_and_tokenizer(args.init, device=env.device)

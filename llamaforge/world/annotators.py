@@ -120,8 +120,9 @@ def simulated_response(task: Task, rng: random.Random, hazards: tuple[Hazard, ..
 
 def collect(world, n: int, guideline: str, rng: random.Random, config: AnnotatorConfig
             ) -> list[dict]:
-    """`n` kept preference records of one guideline on training prompts: two simulated answers
-    per prompt, then one annotation (dropped pairs are replaced by new ones)."""
+    """`n` kept preference records of one guideline on training prompts: two distinct simulated
+    answers per prompt, then one annotation (dropped pairs are replaced by new ones). Two identical
+    answers are no comparison: `llamaforge annotate` skips them and `reward` refuses them."""
     mix = PROMPT_MIX[guideline]
     categories, weights = list(mix), list(mix.values())
     records = []
@@ -131,6 +132,8 @@ def collect(world, n: int, guideline: str, rng: random.Random, config: Annotator
         propensity = rng.betavariate(*LEAK_BETA)
         a = simulated_response(task, rng, world.hazards, propensity)
         b = simulated_response(task, rng, world.hazards, propensity)
+        if a == b:
+            continue
         prompt = [{"role": role, "content": content} for role, content in task.messages]
         record = annotate(task, prompt, a, b, guideline, rng, world.hazards, config)
         if record is not None:

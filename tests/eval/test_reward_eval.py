@@ -13,7 +13,7 @@ from llamaforge import cli
 from llamaforge.checkpoint import save_reward_state
 from llamaforge.config import ModelConfig
 from llamaforge.data.scoring import encode_response, pad_right
-from llamaforge.eval.reward import accuracy_by_rating, markdown_table, plot_scores
+from llamaforge.eval.reward import accuracy_by_rating, markdown_table, plot_scores, short_names
 from llamaforge.model import RewardModel
 
 CONFIG = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=400, multiple_of=16, max_seq_len=128)
@@ -162,3 +162,16 @@ def test_eval_reward_command_names_a_bad_file(reward_dir, tmp_path, capsys):
     data.write_text(json.dumps({"prompt": "hi", "chosen": "a", "rejected": "b", "rating": "much_better", "is_safety": False}) + "\n")
     assert cli.main(["eval", "reward", "--rm", str(directory), "--data", str(data), "--device", "cpu"]) == 1
     assert re.search(r"bad\.jsonl:1: field 'rating'", capsys.readouterr().err)
+
+
+def test_table_rows_are_named_by_as_much_of_each_path_as_tells_them_apart():
+    """`eval reward` keys its rows by these names: two runs' model/ directories or two preferences.jsonl
+    files must not overwrite each other's row."""
+    from pathlib import Path
+
+    assert short_names([Path("runs/rm_helpfulness/model"), Path("runs/rm_safety/model")]) == [
+        "rm_helpfulness/model", "rm_safety/model"]
+    assert short_names([Path("r/test_h/helpfulness/preferences.jsonl"), Path("r/test_s/safety/preferences.jsonl")]) == [
+        "helpfulness/preferences", "safety/preferences"]
+    assert short_names([Path("a/x.jsonl"), Path("b/y.jsonl")]) == ["x", "y"]
+    assert short_names([Path("d/x.json"), Path("d/x.jsonl")]) == ["d/x.json", "d/x.jsonl"]  # only the whole path differs

@@ -349,7 +349,7 @@ def test_bad_inputs_get_one_line_errors(tmp_path, policy):
         ({"plain_dialogs": -1}, "--plain-dialogs -1: must be 0 or more"),
         ({"candidates": 0}, "--candidates 0: must be at least 1"),
         ({"candidates": 2}, "--candidates 2 needs --rm-helpfulness to choose among them"),
-        ({"policy": tmp_path}, f"{tmp_path / 'tokenizer.model'}: not found (expected a checkpoint directory)"),
+        ({"policy": tmp_path}, f"{tmp_path}: no tokenizer.model (not a checkpoint directory)"),
         ({"sft_preset": "huge"}, "--sft-preset 'huge': unknown (known: demo, smoke, llama2_7b_sft)"),
         ({"instructions": write_jsonl(tmp_path / "test_only.jsonl", INSTRUCTIONS[2:])},
          f"{tmp_path / 'test_only.jsonl'}: no instruction of split 'train'"),

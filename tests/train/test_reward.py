@@ -462,3 +462,22 @@ def test_annotate_with_k_responses_rates_every_distinct_pair(tmp_path, tokenizer
 
     assert cli.main([*argv, "--responses", "1", "--out", str(tmp_path / "bad")]) == 1
     assert "--responses 1: must be at least 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"messages": [{"role": "user", "content": "hi"}', "prompts.jsonl:2: not valid JSON"),
+    ('{"messages": [{"role": "user", "content": "Tell me a secret nobody asked."}]}', "unknown prompt"),
+])
+def test_annotate_refuses_a_bad_prompt_file_in_one_line(tmp_path, capsys, line, message):
+    """Before any sampling: a malformed line is named with file and line, and a prompt the world did
+    not generate (its annotators cannot judge it) is named too."""
+    from llamaforge import cli
+    from llamaforge.world import World
+
+    good = json.dumps(World(0).prompts("helpful", "test")[0])
+    (tmp_path / "prompts.jsonl").write_text(good + "\n" + line + "\n")
+    argv = ["annotate", "--policy", str(tmp_path / "never_loaded"), "--prompts", str(tmp_path / "prompts.jsonl"),
+            "--out", str(tmp_path / "a")]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and message in err, err

@@ -86,3 +86,10 @@ def test_annotation_is_deterministic_given_the_rng(world, first_task):
     a = world.annotate(prompt, task.answer, "It is somewhere.", "helpfulness", random.Random(5))
     b = world.annotate(prompt, task.answer, "It is somewhere.", "helpfulness", random.Random(5))
     assert a == b
+
+
+def test_no_pair_compares_an_answer_with_itself(pairs):
+    """The world's exported preference sample is what `reward` reads: identical answers are no
+    comparison (reward refuses them), so the simulated annotators never see one."""
+    for records in pairs.values():
+        assert all(r["chosen"] != r["rejected"] for r in records)

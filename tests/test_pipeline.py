@@ -135,6 +135,15 @@ def test_rerun_skips_completed_stages(run, capsys):
     assert (run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns == before
 
 
+def test_a_stage_that_did_not_finish_is_run_again_and_says_so(copy, capsys):
+    (copy / "world" / "stage.json").unlink()  # as if killed after the world's files, before its record
+    main(PipelineArgs(out=copy, preset="smoke", seed=0))
+    printed = capsys.readouterr().out
+    assert "world... (an earlier attempt did not finish: running it again" in printed
+    assert "tokenizer: already complete, skipping" in printed  # the same record: nothing after it changed
+    assert (copy / "world" / "stage.json").is_file()
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [

@@ -132,9 +132,11 @@ def main(args: PipelineArgs) -> Path:
 
 def run_stage(args: PipelineArgs, preset: PipelinePreset, stage: Stage, settings: dict, inputs: dict,
               records: dict[str, dict], label: str) -> dict:
-    print(f"{label}...", flush=True)
-    started = time.time()
     out = args.out / stage.name
+    unfinished = out.is_dir() and any(out.iterdir())  # a run stopped inside this stage
+    print(f"{label}..." + (" (an earlier attempt did not finish: running it again; training resumes from its last "
+                           "checkpoint)" if unfinished else ""), flush=True)
+    started = time.time()
     out.mkdir(parents=True, exist_ok=True)
     context = StageContext(args.out, out, preset, args.seed, {name: records[name] for name in stage.inputs})
     outputs, metrics = stage.run(context)

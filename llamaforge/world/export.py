@@ -97,6 +97,7 @@ def main(args: ExportArgs) -> pathlib.Path:
     (out / "world_stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n",
                                           encoding="utf-8")
     (out / "README.md").write_text(readme(args, counts), encoding="utf-8")
+    print(f"wrote {len(counts) + 2} files ({sum(counts.values()):,} records) to {out}; {out / 'README.md'} describes them")
     return out
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -429,7 +430,9 @@ def setup(
         accelerator=carbon.find_accelerator(gpu_name) if gpu_name else None,  # its peak gives the MFU
         flops_per_token=flops_per_token,
         writer=_tensorboard(out) if cfg.tensorboard and env.is_main else None,
-        progress=tqdm(total=cfg.max_steps, initial=start, disable=not env.is_main, unit="step", dynamic_ncols=True),
+        # into a log file rather than a terminal, a line every 30 s instead of one per step
+        progress=tqdm(total=cfg.max_steps, initial=start, disable=not env.is_main, unit="step", dynamic_ncols=True,
+                      mininterval=0.1 if sys.stderr.isatty() else 30.0),
     )
     model.train()
     return trainer

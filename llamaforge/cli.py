@@ -129,7 +129,8 @@ def parse(args_type: type, argv: list[str], prog: str):
             raise UserError("--config: expected a file name")
         argv = config_file_flags(Path(argv[at + 1]), args_type) + argv[:at] + argv[at + 2 :]
     default = preset_defaults(args_type, argv)
-    about = f"{(args_type.__doc__ or '').strip()}\n\n--config FILE: a YAML or JSON file of these options (keys as the flags' names); flags given here override it."
+    about = (f"{(args_type.__doc__ or '').strip()}\n\n--config FILE: a YAML or JSON file of these options (keys as "
+             "the flags' names); flags given here override it.")
     args = tyro.cli(args_type, args=argv, prog=prog, description=about, default=default)
     check_bounds(args)
     return args

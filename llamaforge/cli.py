@@ -122,6 +122,15 @@ def check_bounds(args) -> None:
         raise UserError(f"--out {out}: is a file; expected a directory")
 
 
+def missing_flags(args_type: type, argv: list[str]) -> list[str]:
+    """The flags of `args_type`'s required options (no default; positionals aside) absent from `argv`:
+    named in one line by `parse`, as every command names its other bad input."""
+    given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    required = [f for f in dataclasses.fields(args_type) if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING and "Positional" not in str(f.type)]
+    return [flag for flag in ("--" + f.name.replace("_", "-") for f in required) if flag not in given]
+
+
 def parse(args_type: type, argv: list[str], prog: str):
     if "--config" in argv:
         at = argv.index("--config")
@@ -129,6 +138,9 @@ def parse(args_type: type, argv: list[str], prog: str):
             raise UserError("--config: expected a file name")
         argv = config_file_flags(Path(argv[at + 1]), args_type) + argv[:at] + argv[at + 2 :]
     default = preset_defaults(args_type, argv)
+    missing = missing_flags(args_type, argv) if default is None and not {"-h", "--help"} & set(argv) else []
+    if missing:
+        raise UserError(f"{prog} needs {', '.join(missing)} (see {prog} --help)")
     about = (f"{(args_type.__doc__ or '').strip()}\n\n--config FILE: a YAML or JSON file of these options (keys as "
              "the flags' names); flags given here override it.")
     args = tyro.cli(args_type, args=argv, prog=prog, description=about, default=default)

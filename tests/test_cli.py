@@ -335,3 +335,13 @@ def test_a_chat_checkpoint_given_as_a_reward_model_is_named(checkpoint, tmp_path
 def test_a_missing_policy_is_named_alike_by_every_command(command, flags, tmp_path, capsys):
     assert main([command, "--policy", str(tmp_path / "nope"), *flags]) == 1
     assert_one_line_error(capsys.readouterr().err, f"{tmp_path / 'nope'}: no such checkpoint directory")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["score", "--rm", "x", "--prompt=hi"], "llamaforge score needs --response (see llamaforge score --help)"),
+    (["annotate"], "llamaforge annotate needs --policy, --prompts, --out"),
+    (["world", "export"], "llamaforge world export needs --out"),
+])
+def test_missing_required_options_are_named_in_one_line(argv, message, capsys):
+    assert main(argv) == 1
+    assert_one_line_error(capsys.readouterr().err, message)

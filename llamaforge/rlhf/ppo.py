@@ -37,9 +37,10 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
+import tyro
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from llamaforge.checkpoint import (
@@ -73,6 +74,8 @@ class PpoArgs(LoopConfig):
     """Warmup, in gradient steps."""
     final_lr_ratio: float = 1.0
     """1: a constant learning rate after warmup (the paper's)."""
+    log_every: Annotated[int, tyro.conf.Suppress] = 1
+    """Not a flag of ppo: every iteration writes its metrics.jsonl entry."""
     policy: Path | None = None
     """Chat checkpoint to train (the last rejection-sampling model); also the frozen reference pi_0. Required."""
     rm_helpfulness: Path | None = None

@@ -70,11 +70,11 @@ class LoopConfig:
     """Training knobs shared by every stage. Defaults are the paper's pretraining values (§2.2)."""
 
     max_steps: int = 1000
-    """Optimizer steps of the whole run (sft, reward: 0 derives them from --epochs)."""
+    """Optimizer steps of the whole run."""
     lr: float = 3e-4
     """Peak learning rate."""
     warmup_steps: int = 2000
-    """Linear warmup steps before the cosine decay (reward: -1 is 3% of the steps, at least 5)."""
+    """Linear warmup steps before the cosine decay."""
     final_lr_ratio: float = 0.1
     """The cosine decays to this fraction of the peak learning rate."""
     weight_decay: float = 0.1

@@ -136,12 +136,13 @@ def test_rerun_skips_completed_stages(run, capsys):
 
 
 def test_a_stage_that_did_not_finish_is_run_again_and_says_so(copy, capsys):
-    (copy / "world" / "stage.json").unlink()  # as if killed after the world's files, before its record
+    """In a copy of the run, too: its training runs recorded the original's paths (train/state.py)."""
+    (copy / "distill" / "stage.json").unlink()  # as if killed after distillation's files, before its record
     main(PipelineArgs(out=copy, preset="smoke", seed=0))
     printed = capsys.readouterr().out
-    assert "world... (an earlier attempt did not finish: running it again" in printed
-    assert "tokenizer: already complete, skipping" in printed  # the same record: nothing after it changed
-    assert (copy / "world" / "stage.json").is_file()
+    assert "distill... (an earlier attempt did not finish: running it again" in printed
+    assert "gatt: already complete, skipping" in printed
+    assert (copy / "distill" / "stage.json").is_file()
 
 
 @pytest.mark.parametrize(

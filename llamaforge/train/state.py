@@ -14,6 +14,7 @@ tensors), so `torch.load(weights_only=True)` reads it.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -54,21 +55,41 @@ def prune_checkpoints(out: Path, keep_last: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# Where the run directory and the working directory were when run.json was written: with them, a
+# run directory moved together with the inputs beside it (a pipeline run's) still resumes.
+RECORDED_AT = "recorded_at"
+
+
 def check_run_identity(out: Path, identity: dict) -> None:
     """Record what defines this run, or refuse an `out` that holds a different one."""
     path = out / "run.json"
     identity = json.loads(json.dumps(identity))  # normalized: tuples -> lists, keys -> strings
     if not path.is_file():
         out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+        where = {"out": str(out.resolve()), "cwd": os.getcwd()}
+        path.write_text(json.dumps({**identity, RECORDED_AT: where}, indent=2, sort_keys=True) + "\n")
         return
-    recorded, identity = flatten(json.loads(path.read_text())), flatten(identity)
+    recorded = json.loads(path.read_text())
+    where = recorded.pop(RECORDED_AT, None)
+    recorded, identity = flatten(recorded), flatten(identity)
     for key in sorted(set(identity) | set(recorded)):
-        if identity.get(key) != recorded.get(key):
+        was, now = recorded.get(key), identity.get(key)
+        if was != now and not (where and moved_with_the_run(was, now, where, out)):
             raise UserError(
-                f"{path}: {out} holds an incompatible run ({key}: {recorded.get(key)!r} there, "
-                f"{identity.get(key)!r} now); use another --out or the same settings"
+                f"{path}: {out} holds an incompatible run ({key}: {was!r} there, {now!r} now); use another --out or "
+                "the same settings"
             )
+
+
+def moved_with_the_run(was, now, where: dict, out: Path) -> bool:
+    """Whether two path values (or lists of them), `was` recorded when the run directory was at
+    where["out"] and `now`, name the same place relative to the run directory."""
+    if isinstance(was, list) and isinstance(now, list):
+        return len(was) == len(now) and all(w == n or moved_with_the_run(w, n, where, out) for w, n in zip(was, now))
+    if not (isinstance(was, str) and isinstance(now, str) and "/" in was and "/" in now):
+        return False
+    then = os.path.relpath(os.path.realpath(os.path.join(where["cwd"], was)), where["out"])
+    return then == os.path.relpath(os.path.realpath(now), out.resolve())
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

@@ -491,6 +491,37 @@ def test_incompatible_out_is_refused(tmp_path):
     assert (tmp_path / "model" / "model.safetensors").read_bytes() == before  # untouched
 
 
+def test_a_run_moved_with_its_inputs_keeps_its_identity(tmp_path, monkeypatch):
+    """A run directory moved together with the inputs beside it (a pipeline run's world/ and stage
+    folders) still resumes; the same relative name elsewhere, or other inputs, are refused. A
+    run.json written before its location was recorded compares paths as written."""
+    import shutil
+
+    from llamaforge.train.state import RECORDED_AT, check_run_identity
+
+    def identity(root: Path) -> dict:
+        return {"init": str(root / "pretrain" / "model"), "data": [str(root / "world" / "a.jsonl")], "seed": 0}
+
+    old = tmp_path / "old"
+    check_run_identity(old / "sft", identity(old))
+    shutil.move(old, tmp_path / "new")
+    new = tmp_path / "new"
+    check_run_identity(new / "sft", identity(new))  # moved with its inputs: the same run
+    monkeypatch.chdir(tmp_path)
+    check_run_identity(new / "sft", identity(Path("new")))  # the same, named relative to the working directory
+
+    with pytest.raises(UserError, match="data"):
+        check_run_identity(new / "sft", {**identity(new), "data": [str(new / "world" / "b.jsonl")]})
+    with pytest.raises(UserError, match="init"):
+        check_run_identity(new / "sft", {**identity(new), "init": str(tmp_path / "elsewhere" / "model")})
+
+    recorded = json.loads((new / "sft" / "run.json").read_text())
+    del recorded[RECORDED_AT]
+    (new / "sft" / "run.json").write_text(json.dumps(recorded))
+    with pytest.raises(UserError, match="old/world/a.jsonl"):  # no location recorded: paths as written
+        check_run_identity(new / "sft", identity(new))
+
+
 def test_tensorboard_logs_the_metrics(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

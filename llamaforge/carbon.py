@@ -36,7 +36,7 @@ UNKNOWN_GPU_WATTS = 400.0
 class Accelerator:
     """One device: its board power, its dense bf16 tensor-core peak, and how to recognise its name."""
 
-    name: str  # what `--device` takes
+    name: str  # what `--accelerator` takes
     watts: float  # maximum board power (TDP) from the vendor's datasheet
     peak_flops: float  # dense (no structured sparsity) bf16 FLOP/s from the vendor's datasheet
     match: tuple[str, ...]  # words that must all appear in torch.cuda.get_device_name()
@@ -79,7 +79,7 @@ def accelerator_named(name: str) -> Accelerator:
     accelerator = find_accelerator(name)
     if accelerator is None:
         known = ", ".join(a.name for a in ACCELERATORS)
-        raise UserError(f"unknown device '{name}' (known: {known})")
+        raise UserError(f"unknown accelerator '{name}' (known: {known})")
     return accelerator
 
 
@@ -238,11 +238,11 @@ class CarbonArgs:
     """Reproduce the paper's Table 2 (no options), or estimate a planned run's compute and CO2."""
 
     model: str | None = None
-    """Model preset to estimate (e.g. llama2_7b); needs --tokens and --device."""
+    """Model preset to estimate (e.g. llama2_7b); needs --tokens and --accelerator."""
     tokens: float | None = None
     """Training tokens, e.g. 2e12 (the paper's 2T)."""
-    device: str | None = None
-    """Accelerator: A100-80GB, A100-40GB, A100-PCIe, H100, H100-PCIe, H200, V100, L4, MI300X."""
+    accelerator: str | None = None
+    """Accelerator model: A100-80GB, A100-40GB, A100-PCIe, H100, H100-PCIe, H200, V100, L4, MI300X."""
     num_devices: int = 1
     """Devices training together; only the wall-clock days depend on it."""
     mfu: float = 0.4
@@ -288,16 +288,16 @@ def estimate_text(estimate: dict) -> str:
 
 
 def main(args: CarbonArgs) -> dict:
-    planned = (args.model, args.tokens, args.device)
+    planned = (args.model, args.tokens, args.accelerator)
     if all(value is None for value in planned):
         table = table_2_reproduced(args.pue, args.intensity)
         print("Llama 2 Table 2 recomputed: GPU-hours x power x PUE x intensity (2 dp truncated, as published)")
         print(table_2_markdown(table))
         return table
     if any(value is None for value in planned):
-        raise UserError("an estimate needs all of --model, --tokens and --device")
+        raise UserError("an estimate needs all of --model, --tokens and --accelerator")
     model = preset_named(args.model)
-    accelerator = accelerator_named(args.device)
+    accelerator = accelerator_named(args.accelerator)
     if not args.tokens > 0:
         raise UserError(f"--tokens {args.tokens}: must be positive")
     if not 0 < args.mfu <= 1:

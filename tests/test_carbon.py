@@ -139,7 +139,7 @@ def test_main_without_options_prints_table_2(capsys):
 
 
 def test_main_estimate(capsys):
-    flags = "--model llama2_7b --tokens 2e12 --device a100 --num-devices 2048 --mfu 0.4528"
+    flags = "--model llama2_7b --tokens 2e12 --accelerator a100 --num-devices 2048 --mfu 0.4528"
     args = tyro.cli(CarbonArgs, args=flags.split())
     estimate = main(args)
     assert estimate["device"] == "A100-80GB"
@@ -151,12 +151,12 @@ def test_main_estimate(capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        ("--model llama2_9b --tokens 1e9 --device H100", "unknown model preset 'llama2_9b' .*llama2_7b"),
-        ("--model smoke --tokens 1e9 --device TPUv5", "unknown device 'TPUv5' .*H100"),
+        ("--model llama2_9b --tokens 1e9 --accelerator H100", "unknown model preset 'llama2_9b' .*llama2_7b"),
+        ("--model smoke --tokens 1e9 --accelerator TPUv5", "unknown accelerator 'TPUv5' .*H100"),
         ("--model smoke --tokens 1e9", "needs all of"),
-        ("--model smoke --tokens 1e9 --device H100 --mfu 1.5", "--mfu"),
-        ("--model smoke --tokens 0 --device H100", "--tokens"),
-        ("--model smoke --tokens 1e9 --device H100 --num-devices 0", "--num-devices"),
+        ("--model smoke --tokens 1e9 --accelerator H100 --mfu 1.5", "--mfu"),
+        ("--model smoke --tokens 0 --accelerator H100", "--tokens"),
+        ("--model smoke --tokens 1e9 --accelerator H100 --num-devices 0", "--num-devices"),
     ],
 )
 def test_main_bad_input(flags, message):

@@ -46,7 +46,7 @@ HELP = {  # command -> flags its help must list
     "chat": ["--ckpt", "--system", "--max-new-tokens"],
     "convert": ["--from", "--tokenizer"],
     "world export": ["--out", "--seed"],
-    "carbon": ["--model", "--tokens", "--device", "--mfu"],
+    "carbon": ["--model", "--tokens", "--accelerator", "--mfu"],
     "sft": ["--init", "--data", "--val-data", "--packing", "--last-turn-only", "--too-long", "--lora-rank"],
     "annotate": ["--policy", "--prompts", "--out", "--temperatures"],
     "reward": ["--kind", "--init", "--data", "--margin", "--batch-size"],

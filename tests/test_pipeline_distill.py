@@ -52,6 +52,7 @@ def test_the_stage_distils_both_ways_and_tables_the_three_models(tmp_path, token
     outputs, metrics = stage.run(ctx)
     reports = {name: json.loads((ctx.out / name / "distill.json").read_text()) for name in ("targeted", "untargeted")}
     assert str(outputs["model"]) == reports["targeted"]["model"] and str(outputs["untargeted_model"]) == reports["untargeted"]["model"]
+    assert all("model" not in metrics["distill"][name] for name in reports)  # an output (relative), not a metric
     assert outputs["rm_safety"] == run_dir / "rm_safety" and outputs["answers"].is_file()
     assert len(json.loads((ctx.out / "templates.json").read_text())) == len(world.hazards)
     targeted_rows = [json.loads(line) for line in (ctx.out / "targeted" / "distill.jsonl").read_text().splitlines()]

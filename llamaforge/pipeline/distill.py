@@ -124,7 +124,8 @@ def distill_stage(after: str, rm_from: str) -> Stage:
                 evaluations[name]["borderline_deflection_rate"] = deflection_rate(answers["greedy"]["borderline"])
         metrics = {
             "table": {name: headline(evaluations[name], reports.get(name)) for name in models},
-            "distill": {name: {k: v for k, v in report.items() if k != "sft"} for name, report in reports.items()},
+            "distill": {name: {k: v for k, v in report.items() if k not in ("sft", "model")}  # the model: an output
+                        for name, report in reports.items()},
             "distill_data": gold_view(world, read_jsonl(ctx.out / "targeted" / "distill.jsonl")),
             "eval": evaluations,
         }

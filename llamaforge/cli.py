@@ -94,19 +94,20 @@ def preset_defaults(args_type: type, argv: list[str]):
 # size or a negative step count is then one line naming the flag, not a traceback from deep inside
 # the loop (or, worse, a run that "succeeds" with nothing trained). Zero stays allowed where it
 # means something: max_steps and epochs 0 (derive them / the preset's), lr 0 (the preset's),
-# temperature 0 (greedy), eval_every 0 (only at the end).
+# temperature 0 (greedy), eval_every 0 (only at the end), keep_last 0 (the newest checkpoint only).
 AT_LEAST_ONE = ("batch_size", "micro_batch_size", "mini_batch_size", "batch_tokens", "seq_len", "max_len",
                 "max_new_tokens", "k", "responses", "responses_per_prompt", "batch_prompts", "batch_dialogs", "dialogs",
-                "max_turns", "candidates", "ppo_epochs", "val_size", "log_every", "save_every", "keep_last",
-                "vocab_size", "num_devices")
+                "max_turns", "candidates", "ppo_epochs", "val_size", "log_every", "save_every", "vocab_size",
+                "num_devices")
 NOT_NEGATIVE = ("max_steps", "epochs", "lr", "temperature", "eval_every", "weight_decay", "grad_clip", "beta",
-                "plain_dialogs", "patience", "kl_budget", "min_gain", "clip", "value_clip", "lora_rank")
-UP_TO_ONE = ("top_p", "gamma", "lam")  # in (0, 1]
+                "plain_dialogs", "patience", "kl_budget", "min_gain", "clip", "value_clip", "lora_rank", "keep_last")
+UP_TO_ONE = ("top_p",)  # in (0, 1]
+UNIT_INTERVAL = ("gamma", "lam")  # in [0, 1]: GAE's lam 0 is the one-step TD advantage
 
 
 def check_bounds(args) -> None:
     """A UserError naming the first flag of `args` outside its bounds (the tables above)."""
-    for name in AT_LEAST_ONE + NOT_NEGATIVE + UP_TO_ONE:
+    for name in AT_LEAST_ONE + NOT_NEGATIVE + UP_TO_ONE + UNIT_INTERVAL:
         value = getattr(args, name, None)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
@@ -117,6 +118,8 @@ def check_bounds(args) -> None:
             raise UserError(f"{flag} {value}: must not be negative")
         if name in UP_TO_ONE and not 0 < value <= 1:
             raise UserError(f"{flag} {value}: must be in (0, 1]")
+        if name in UNIT_INTERVAL and not 0 <= value <= 1:
+            raise UserError(f"{flag} {value}: must be in [0, 1]")
     out = getattr(args, "out", None)
     if isinstance(out, Path) and out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file; expected a directory")

@@ -273,6 +273,7 @@ def test_generate_without_prompt_is_a_one_line_error(checkpoint, capsys):
     (["rejection-sampling", "--policy", "x", "--top-p", "2"], "--top-p 2.0: must be in (0, 1]"),
     (["generate", "--ckpt", "x", "--prompt", "hi", "--temperature", "-1"], "--temperature -1.0: must not be negative"),
     (["reward", "--init", "x", "--data", "y", "--max-len", "0"], "--max-len 0: must be at least 1"),
+    (["ppo", "--policy", "x", "--lam", "1.5"], "--lam 1.5: must be in [0, 1]"),
 ])
 def test_a_flag_out_of_its_bounds_is_a_one_line_error(argv, flag, capsys):
     assert main(argv) == 1

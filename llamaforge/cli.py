@@ -144,7 +144,7 @@ def parse(args_type: type, argv: list[str], prog: str):
     missing = missing_flags(args_type, argv) if default is None and not {"-h", "--help"} & set(argv) else []
     if missing:
         raise UserError(f"{prog} needs {', '.join(missing)} (see {prog} --help)")
-    about = (f"{(args_type.__doc__ or '').strip()}\n\n--config FILE: a YAML or JSON file of these options (keys as "
+    about = (f"{(args_type.__doc__ or '').strip()}\n--config FILE: a YAML or JSON file of these options (keys as "
              "the flags' names); flags given here override it.")
     args = tyro.cli(args_type, args=argv, prog=prog, description=about, default=default)
     check_bounds(args)

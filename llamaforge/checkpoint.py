@@ -279,8 +279,7 @@ def check_checkpoints(policy: Path, reward_models: list[Path]) -> None:
         if not (path / TOKENIZER_FILE).is_file():
             raise UserError(f"{path}: no {TOKENIZER_FILE} (not a checkpoint directory)")
     for rm in reward_models:
-        if not (rm / REWARD_HEAD_FILE).is_file():
-            raise UserError(f"{rm}: not a reward model (no {REWARD_HEAD_FILE}; a chat checkpoint?)")
+        require_reward_head(rm)
     wanted = file_sha256(policy / TOKENIZER_FILE)
     for rm in reward_models:
         if file_sha256(rm / TOKENIZER_FILE) != wanted:
@@ -382,9 +381,16 @@ def load_for_scoring(directory: str | Path, device: torch.device | None = None) 
     return (model.to(dtype) if dtype is not None else model), Tokenizer(Path(directory) / TOKENIZER_FILE)
 
 
+def require_reward_head(directory: Path) -> None:
+    """A checkpoint directory given as a reward model must hold its head (a chat checkpoint has none)."""
+    if directory.is_dir() and not (directory / REWARD_HEAD_FILE).is_file():
+        raise UserError(f"{directory}: not a reward model (no {REWARD_HEAD_FILE}; a chat checkpoint?)")
+
+
 def load_reward_model(directory: str | Path, device=None):
     """A RewardModel from a directory written by save_reward_state."""
     directory = Path(directory)
+    require_reward_head(directory)
     trunk = load_model(directory)
     head = load_tensors(directory / REWARD_HEAD_FILE)
     weight = head.pop("likelihood_weight", torch.zeros(1))

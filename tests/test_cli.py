@@ -325,6 +325,8 @@ def test_a_chat_checkpoint_given_as_a_reward_model_is_named(checkpoint, tmp_path
             "--prompts", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "o")]
     assert main(argv) == 1
     assert_one_line_error(capsys.readouterr().err, f"{checkpoint}: not a reward model")
+    assert main(["score", "--rm", str(checkpoint), "--prompt", "hi", "--response", "yes", "--device", "cpu"]) == 1
+    assert_one_line_error(capsys.readouterr().err, f"{checkpoint}: not a reward model")  # the loader's own check
 
 
 @pytest.mark.parametrize("command, flags", [

@@ -190,7 +190,7 @@ def main(args: SftArgs) -> Path:
         run = dataclasses.replace(args, max_steps=max_steps)
         if args.lora_rank > 0:
             add_lora(model, args.lora_rank, args.lora_alpha)
-        rows_per_epoch = len(steps) // max(args.epochs, 1) * args.batch_size
+        rows_per_epoch = len(steps) // args.epochs * args.batch_size
         log(f"fine-tuning {args.init} on {len(train_examples):,} dialogs ({'packed' if args.packing else 'padded'}, "
             f"~{rows_per_epoch:,} rows of {args.seq_len} per epoch), {max_steps} steps"
             + (f", LoRA rank {args.lora_rank}" if args.lora_rank else ""))

@@ -22,6 +22,7 @@ from llamaforge.data.prompts import read_prompts
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
 from llamaforge.eval.chat import answer
+from llamaforge.flags import OptionalPath, RequiredPaths
 from llamaforge.rlhf.rejection_sampling import sample_answers
 
 
@@ -31,11 +32,11 @@ class AnnotateArgs:
 
     policy: Path
     """Chat checkpoint to sample from."""
-    prompts: list[Path]
+    prompts: RequiredPaths
     """Prompt files of the built-in world ({"messages": [...], "category": ...} per line)."""
     out: Path
     """Directory for preferences.jsonl and annotate.json (statistics)."""
-    policy_b: Path | None = None
+    policy_b: OptionalPath = None
     """Sample the second response from this checkpoint instead (same temperature)."""
     temperatures: tuple[float, float] = (0.7, 1.1)
     """Temperatures of the two responses (the paper varies temperature and model)."""

@@ -7,9 +7,13 @@ that flags on the command line override. A `UserError` is printed as one line, e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
+import io
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -134,6 +138,36 @@ def missing_flags(args_type: type, argv: list[str]) -> list[str]:
     return [flag for flag in ("--" + f.name.replace("_", "-") for f in required) if flag not in given]
 
 
+def missing_positionals(args_type: type, argv: list[str]) -> list[str]:
+    """The positional arguments of `args_type` (named as --help shows them) that `argv` cannot hold:
+    fewer words not starting with '-' than positionals. A lower bound (a flag's value is a word
+    too), enough for the common case of a command typed without its directory."""
+    names = [f.name.upper() for f in dataclasses.fields(args_type) if "Positional" in str(f.type)]
+    words = [arg for arg in argv if not arg.startswith("-")]
+    return names[len(words):]
+
+
+def usage_error_line(text: str) -> str:
+    """The message of a usage error box as tyro draws it (a title, the message wrapped over lines, a
+    rule, help; with or without box lines and colours), joined into one line."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip(" │╭╮╰╯") for line in text.splitlines()]
+    lines = [line for line in lines if line][1:]  # the title goes
+    is_rule = [set(line) <= set("-─") for line in lines]
+    start = is_rule.index(False) if False in is_rule else len(lines)
+    end = is_rule.index(True, start) if True in is_rule[start:] else len(lines)
+    return " ".join(lines[start:end]) or "cannot parse the arguments"
+
+
+def unknown_flag_error(unknown: list[str], args_type: type, prog: str) -> UserError:
+    """One line naming the first option `args_type` does not have, with the nearest known one."""
+    flag = unknown[0].split("=", 1)[0]
+    known = ["--" + f.name.replace("_", "-") for f in dataclasses.fields(args_type)]
+    near = difflib.get_close_matches(flag, known, n=1, cutoff=0.7)
+    hint = f"did you mean {near[0]}? " if near else ""
+    what = "unknown option" if flag.startswith("-") else "unexpected argument"
+    return UserError(f"{prog}: {what} {flag} ({hint}see {prog} --help)")
+
+
 def parse(args_type: type, argv: list[str], prog: str):
     if "--config" in argv:
         at = argv.index("--config")
@@ -141,12 +175,25 @@ def parse(args_type: type, argv: list[str], prog: str):
             raise UserError("--config: expected a file name")
         argv = config_file_flags(Path(argv[at + 1]), args_type) + argv[:at] + argv[at + 2 :]
     default = preset_defaults(args_type, argv)
-    missing = missing_flags(args_type, argv) if default is None and not {"-h", "--help"} & set(argv) else []
+    asks_help = bool({"-h", "--help"} & set(argv))
+    missing = [] if asks_help else missing_positionals(args_type, argv)
+    missing += missing_flags(args_type, argv) if default is None and not asks_help else []
     if missing:
         raise UserError(f"{prog} needs {', '.join(missing)} (see {prog} --help)")
     about = (f"{(args_type.__doc__ or '').strip()}\n--config FILE: a YAML or JSON file of these options (keys as "
              "the flags' names); flags given here override it.")
-    args = tyro.cli(args_type, args=argv, prog=prog, description=about, default=default)
+    shown = io.StringIO()  # tyro's usage errors, shown as one line below
+    try:
+        with contextlib.redirect_stderr(shown):
+            # DisallowNone: an option whose default is None reads `--watts FLOAT` in --help, not `{None}|FLOAT`
+            args, unknown = tyro.cli(args_type, args=argv, prog=prog, description=about, default=default,
+                                     config=(tyro.conf.DisallowNone,), return_unknown_args=True)
+    except SystemExit as exit:
+        if not exit.code:  # --help
+            raise
+        raise UserError(f"{prog}: {usage_error_line(shown.getvalue())} (see {prog} --help)") from None
+    if unknown:
+        raise unknown_flag_error(unknown, args_type, prog)
     check_bounds(args)
     return args
 

@@ -20,6 +20,7 @@ import tyro
 from llamaforge.checkpoint import TOKENIZER_FILE, load_tensors, read_json
 from llamaforge.config import ModelConfig
 from llamaforge.errors import UserError
+from llamaforge.flags import OptionalPath
 from llamaforge.model import Llama
 
 _CONCAT_DIM = {"wq": 0, "wk": 0, "wv": 0, "w1": 0, "w3": 0, "output": 0, "wo": 1, "w2": 1, "tok_embeddings": 1}
@@ -88,13 +89,13 @@ def load_meta(directory: Path) -> Llama:
 class ConvertArgs:
     """Import Meta's original checkpoint format into a Hugging Face Llama directory."""
 
-    src: tyro.conf.Positional[Path]
+    src: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SRC")]
     """Meta checkpoint directory (params.json, consolidated.00.pth, ...)."""
-    dst: tyro.conf.Positional[Path]
+    dst: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="DST")]
     """Output directory (Hugging Face Llama layout)."""
     source_format: Annotated[Literal["meta"], tyro.conf.arg(name="from")] = "meta"
     """Format of SRC."""
-    tokenizer: Path | None = None
+    tokenizer: OptionalPath = None
     """tokenizer.model to include; default: SRC/tokenizer.model or its parent's, if present."""
 
 

@@ -17,6 +17,7 @@ import sentencepiece as spm
 
 from llamaforge.data.text import read_documents
 from llamaforge.errors import UserError
+from llamaforge.flags import RequiredPaths
 
 # Meta's chat format constants (llama/generation.py).
 B_INST, E_INST = "[INST]", "[/INST]"
@@ -197,7 +198,7 @@ def train_tokenizer(
 class TokenizerTrainArgs:
     """Train a Llama-2-style SentencePiece BPE tokenizer."""
 
-    input: list[Path]
+    input: RequiredPaths
     """Text files (one document per line), JSONL files with a "text" field, or (with `datasets`
     installed) Parquet files and Hub dataset names."""
     out: Path

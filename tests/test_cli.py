@@ -57,7 +57,7 @@ HELP = {  # command -> flags its help must list
     "ppo": ["--policy", "--rm-helpfulness", "--rm-safety", "--prompts", "--preset", "--max-steps", "--seed", "--kl-budget"],
     "gatt": ["--policy", "--prompts", "--instructions", "--dialogs", "--max-turns", "--out"],
     "distill": ["--policy", "--rm-safety", "--prompts", "--templates", "--targeted", "--out"],
-    "report": ["PATH", "pipeline"],
+    "report": ["RUN_DIR", "pipeline"],
 }
 
 
@@ -97,6 +97,14 @@ def test_every_command_answers_help(help_runs, command):
     assert f"usage: llamaforge {command}" in stdout
     for flag in HELP[command]:
         assert flag in stdout, flag
+    # an option that defaults to None or to an empty list reads as the user types it
+    assert "{None}" not in stdout and "(default: )" not in stdout, stdout
+
+
+def test_help_marks_the_paths_a_command_needs_as_required(help_runs):
+    stdout = " ".join(help_runs["ppo"][1].split())
+    assert "Safety reward model. (required)" in stdout
+    assert "--val-prompts PATH [PATH ...]" in stdout
 
 
 def test_top_level_and_group_help_list_the_commands(capsys):
@@ -348,3 +356,35 @@ def test_a_missing_policy_is_named_alike_by_every_command(command, flags, tmp_pa
 def test_missing_required_options_are_named_in_one_line(argv, message, capsys):
     assert main(argv) == 1
     assert_one_line_error(capsys.readouterr().err, message)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report"], "llamaforge report needs RUN_DIR (see llamaforge report --help)"),
+    (["convert", "meta_dir"], "llamaforge convert needs DST"),
+    (["report", "a", "b"], "llamaforge report: unexpected argument b"),
+    (["sft", "--epoch", "2"], "llamaforge sft: unknown option --epoch (did you mean --epochs? see llamaforge sft --help)"),
+    (["ppo", "--bogus=1"], "llamaforge ppo: unknown option --bogus (see llamaforge ppo --help)"),
+    (["sft", "--epochs", "abc"], "Error parsing --epochs: invalid literal for int() with base 10: 'abc'"),
+    (["ppo", "--reward", "both"], "invalid choice 'both' for argument '--reward'. Expected one of ('piecewise', "
+                                  "'helpfulness', 'safety')."),
+    (["sft", "--init"], "Missing value for argument '--init'"),
+])
+def test_a_malformed_command_line_is_one_line(argv, message, capsys):
+    """What tyro would draw as a box (exit 2) is one line naming the argument, exit 1, like every
+    other bad input."""
+    assert main(argv) == 1
+    assert_one_line_error(capsys.readouterr().err, message)
+
+
+def test_usage_error_line_reads_tyro_boxes_drawn_plain_or_in_colour():
+    from llamaforge.cli import usage_error_line
+
+    plain = (" Invalid choice   \n --------------- \n  invalid choice 'x' for argument '--nonfinite'. Expected one of ('skip',\n"
+             "  'stop').  \n  ---------------\n  For full helptext, run llamaforge sft --help\n")
+    boxed = ("\x1b[31m╭─\x1b[0m Invalid choice ──────╮\n│ \x1b[91;1minvalid choice 'x'\x1b[0m for argument '--nonfinite'. "
+             "Expected one of ('skip', │\n│ 'stop'). │\n│ ─────────── │\n│ For full helptext, run llamaforge sft --help │\n"
+             "╰──────────╯\n")
+    expected = "invalid choice 'x' for argument '--nonfinite'. Expected one of ('skip', 'stop')."
+    assert usage_error_line(plain) == expected
+    assert usage_error_line(boxed) == expected
+    assert usage_error_line("") == "cannot parse the arguments"

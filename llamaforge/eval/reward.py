@@ -17,6 +17,7 @@ from llamaforge.data.preferences import Preference, read_all
 from llamaforge.data.scoring import encode_response, score_inputs
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
+from llamaforge.flags import RequiredPaths
 from llamaforge.losses import RATINGS
 from llamaforge.model import RewardModel
 from llamaforge.tokenizer import Tokenizer
@@ -93,9 +94,9 @@ def plot_scores(path: Path, points: dict[str, tuple[list[float], list[float]]]) 
 class EvalRewardArgs:
     """Accuracy of reward models per rating level on preference files (the paper's Table 8)."""
 
-    rm: list[Path]
+    rm: RequiredPaths
     """Reward model directories (from `llamaforge reward`)."""
-    data: list[Path]
+    data: RequiredPaths
     """Held-out preference files (each file is one test set)."""
     max_len: int = 512
     """Tokens per scored sequence."""

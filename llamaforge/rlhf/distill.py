@@ -31,6 +31,7 @@ from llamaforge.data.prompts import read_prompts
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
 from llamaforge.eval.reward import response_scores
+from llamaforge.flags import OptionalPath, RequiredPath, RequiredPaths
 from llamaforge.rlhf.rejection_sampling import sample_answers
 from llamaforge.train import sft
 
@@ -44,11 +45,11 @@ GENERIC_TEMPLATE = "Refuse to give instructions that could cause harm, say why, 
 class DistillArgs(sft.FinetuneOptions):
     """Safety context distillation: fine-tune on the answers the policy gives with a safety preprompt, without it."""
 
-    policy: Path | None = None
-    """Chat checkpoint that answers and is fine-tuned. Required."""
-    rm_safety: Path | None = None
-    """Safety reward model that decides which preprompted answers to keep (targeted). Required."""
-    prompts: list[Path] = field(default_factory=list)
+    policy: RequiredPath = None
+    """Chat checkpoint that answers and is fine-tuned."""
+    rm_safety: RequiredPath = None
+    """Safety reward model that decides which preprompted answers to keep (targeted)."""
+    prompts: RequiredPaths = field(default_factory=list)
     """Prompt files, {"messages": [...], "category": ..., "risk_category": "..."} per line (risk_category optional); the paper distils adversarial prompts."""
     out: Path = Path("runs/distill")
     """Run directory: distill.jsonl, train.jsonl, distill.json, sft/ (sft/model: the result)."""
@@ -58,9 +59,9 @@ class DistillArgs(sft.FinetuneOptions):
     """Keep a preprompted answer only where the safety RM scores it above the plain answer (--no-targeted: keep all)."""
     preprompt: str = PREPROMPT
     """Generic safety preprompt, the start of every distillation system message."""
-    templates: Path | None = None
+    templates: OptionalPath = None
     """JSON file {risk category: answer template}; a category without one gets a generic template."""
-    answers_from: Path | None = None
+    answers_from: OptionalPath = None
     """Reuse the answers and safety scores of an earlier distill run directory (same prompts and RM) instead of sampling."""
     temperature: float = 0.6
     """Sampling temperature of both answers (Meta's chat default)."""

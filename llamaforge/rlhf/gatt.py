@@ -33,6 +33,7 @@ from llamaforge.data.prompts import CATEGORIES, read_prompts
 from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
 from llamaforge.eval.reward import response_scores
+from llamaforge.flags import OptionalPath, RequiredPath, RequiredPaths
 from llamaforge.generate import generate
 from llamaforge.model import Llama, RewardModel
 from llamaforge.tokenizer import Tokenizer
@@ -45,14 +46,14 @@ class GattArgs(sft.FinetuneOptions):
     fine-tune with the instruction once, as the system message, and the loss on the last turn only.
     The SFT preset's seq_len also bounds the dialogs."""
 
-    policy: Path | None = None
-    """The latest RLHF chat checkpoint: it samples the dialogs and is fine-tuned. Required."""
-    prompts: list[Path] = field(default_factory=list)
+    policy: RequiredPath = None
+    """The latest RLHF chat checkpoint: it samples the dialogs and is fine-tuned."""
+    prompts: RequiredPaths = field(default_factory=list)
     """Prompt files: the last user messages of their helpful prompts become the instructed dialogs'
     user turns; those of every prompt (borderline and adversarial too) can be plain dialogs."""
-    instructions: Path | None = None
+    instructions: RequiredPath = None
     """Instruction file, {"text", "short", "split"} per line (the world's gatt_instructions.jsonl);
-    records with "split": "train" (or no split) are used. Required."""
+    records with "split": "train" (or no split) are used."""
     out: Path = Path("runs/gatt")
     """Run directory: dialogs.jsonl, gatt_train.jsonl, gatt.json, sft/ (sft/model: the result)."""
     preset: str = "demo"
@@ -86,7 +87,7 @@ class GattArgs(sft.FinetuneOptions):
     constraints from what the RLHF model does when asked (hobbies, language, public figures, §3.3);
     an instruction the model never follows, even in the user message, gives dialogs in which it
     ignores the system message, and trains that."""
-    rm_helpfulness: Path | None = None
+    rm_helpfulness: OptionalPath = None
     """Helpfulness reward model that picks among --candidates (required when it is above 1)."""
     seed: int = 0
     """Seed of the dialog plans, the sampling and the fine-tuning."""

@@ -50,6 +50,7 @@ from llamaforge.checkpoint import (
 from llamaforge.data.prompts import read_prompts
 from llamaforge.device import DeviceName
 from llamaforge.errors import UserError
+from llamaforge.flags import OptionalPaths, RequiredPath, RequiredPaths
 from llamaforge.losses import ppo_policy_loss, ppo_stats, value_loss
 from llamaforge.model import Llama, RewardModel
 from llamaforge.rlhf.rewards import gae, per_token_rewards, shaped_reward, whiten
@@ -76,15 +77,15 @@ class PpoArgs(LoopConfig):
     """1: a constant learning rate after warmup (the paper's)."""
     log_every: Annotated[int, tyro.conf.Suppress] = 1
     """Not a flag of ppo: every iteration writes its metrics.jsonl entry."""
-    policy: Path | None = None
-    """Chat checkpoint to train (the last rejection-sampling model); also the frozen reference pi_0. Required."""
-    rm_helpfulness: Path | None = None
-    """Helpfulness reward model; the value model starts from its trunk. Required."""
-    rm_safety: Path | None = None
-    """Safety reward model. Required."""
-    prompts: list[Path] = field(default_factory=list)
-    """Prompt files ({"messages", "category"} per line). Required."""
-    val_prompts: list[Path] = field(default_factory=list)
+    policy: RequiredPath = None
+    """Chat checkpoint to train (the last rejection-sampling model); also the frozen reference pi_0."""
+    rm_helpfulness: RequiredPath = None
+    """Helpfulness reward model; the value model starts from its trunk."""
+    rm_safety: RequiredPath = None
+    """Safety reward model."""
+    prompts: RequiredPaths = field(default_factory=list)
+    """Prompt files ({"messages", "category"} per line)."""
+    val_prompts: OptionalPaths = field(default_factory=list)
     """Held-out prompt files for early stopping; empty: the last val_size prompts of --prompts (after a seeded shuffle)."""
     val_size: int = 64
     """Held-out prompts taken from --prompts when --val-prompts is not given."""

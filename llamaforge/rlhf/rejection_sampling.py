@@ -30,6 +30,7 @@ from llamaforge.device import DeviceName, resolve_device
 from llamaforge.errors import UserError
 from llamaforge.eval.reward import response_scores
 from llamaforge.eval.selection import best_of_k_curve
+from llamaforge.flags import OptionalPath, OptionalPaths, RequiredPath
 from llamaforge.generate import generate
 from llamaforge.model import Llama
 from llamaforge.rlhf.rewards import piecewise_reward
@@ -41,13 +42,13 @@ from llamaforge.train import sft
 class RejectionSamplingArgs(sft.FinetuneOptions):
     """Sample K answers per prompt, keep the one the reward models rank first, fine-tune on those."""
 
-    policy: Path | None = None
-    """Chat checkpoint that samples and is fine-tuned. Required."""
-    rm_helpfulness: Path | None = None
-    """Helpfulness reward model (llamaforge reward --kind helpfulness). Required."""
-    rm_safety: Path | None = None
-    """Safety reward model. Required."""
-    prompts: list[Path] = field(default_factory=list)
+    policy: RequiredPath = None
+    """Chat checkpoint that samples and is fine-tuned."""
+    rm_helpfulness: RequiredPath = None
+    """Helpfulness reward model (llamaforge reward --kind helpfulness)."""
+    rm_safety: RequiredPath = None
+    """Safety reward model."""
+    prompts: OptionalPaths = field(default_factory=list)
     """Prompt files: {"messages": [...], "category": "helpful"|"adversarial"|"borderline"} per line."""
     out: Path = Path("runs/rejection_sampling")
     """Run directory: samples.jsonl, best.jsonl, rejection_sampling.json, sft/ (sft/model: the result)."""
@@ -63,9 +64,9 @@ class RejectionSamplingArgs(sft.FinetuneOptions):
     """Most tokens per answer."""
     batch_prompts: int = 16
     """Prompts per generation batch (each with its K samples)."""
-    samples: Path | None = None
+    samples: OptionalPath = None
     """Score and select these answers instead of sampling: prompt records with a "response" field."""
-    pool: list[Path] = field(default_factory=list)
+    pool: OptionalPaths = field(default_factory=list)
     """Earlier rejection-sampling runs whose selected answers compete with (and join) this one's."""
     lora_rank: int = 0
     """Fine-tune LoRA adapters of this rank (0: every weight)."""

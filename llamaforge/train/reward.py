@@ -22,6 +22,7 @@ from llamaforge.data.preferences import Preference, effective_margin, read_all
 from llamaforge.data.scoring import encode_response, score_inputs
 from llamaforge.device import DeviceName
 from llamaforge.errors import UserError
+from llamaforge.flags import OptionalPaths, RequiredPath, RequiredPaths
 from llamaforge.losses import MARGINS, preference_loss
 from llamaforge.model import RewardModel
 from llamaforge.tokenizer import Tokenizer
@@ -41,13 +42,13 @@ class RewardArgs(LoopConfig):
     """Warmup steps; -1: 3% of the steps, at least 5 (paper §3.2.2)."""
     kind: Literal["helpfulness", "safety"] = "helpfulness"
     """Which reward model: it decides the data mix (paper §3.2.2)."""
-    init: Path | None = None
+    init: RequiredPath = None
     """Chat (SFT) checkpoint the trunk starts from, or a reward model to train further (its trunk
-    and head). Required."""
-    data: list[Path] = field(default_factory=list)
-    """Preference files (ours, TRL's or Anthropic HH-RLHF's format). Required."""
-    val_data: list[Path] = field(default_factory=list)
-    """Held-out preference files for the validation loss (optional)."""
+    and head)."""
+    data: RequiredPaths = field(default_factory=list)
+    """Preference files (ours, TRL's or Anthropic HH-RLHF's format)."""
+    val_data: OptionalPaths = field(default_factory=list)
+    """Held-out preference files for the validation loss."""
     out: Path = Path("runs/reward")
     """Run directory; model/ holds the reward model. Re-running resumes."""
     preset: str = "demo"

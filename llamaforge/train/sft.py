@@ -19,6 +19,7 @@ from llamaforge.checkpoint import TOKENIZER_FILE, load_model_and_tokenizer, load
 from llamaforge.data.sft import Example, SequenceBatch, encode_example, epoch_rows, fit_length, layout, read_dialogs
 from llamaforge.device import DeviceName
 from llamaforge.errors import UserError
+from llamaforge.flags import OptionalPaths, RequiredPath, RequiredPaths
 from llamaforge.lora import add_lora, merge_lora
 from llamaforge.losses import IGNORE_INDEX
 from llamaforge.train.distributed import Distributed, distributed_run
@@ -33,12 +34,12 @@ class SftArgs(LoopConfig):
     """Optimizer steps; 0: --epochs passes over the data."""
     lr: float = 2e-5
     """Peak learning rate (paper §3.1: 2e-5)."""
-    init: Path | None = None
-    """Checkpoint to start from (a Hugging Face Llama directory with tokenizer.model). Required."""
-    data: list[Path] = field(default_factory=list)
-    """Training dialogs, JSONL: {"messages": [{"role": ..., "content": ...}, ...]}. Required."""
-    val_data: list[Path] = field(default_factory=list)
-    """Held-out dialogs for the validation answer loss (optional)."""
+    init: RequiredPath = None
+    """Checkpoint to start from (a Hugging Face Llama directory with tokenizer.model)."""
+    data: RequiredPaths = field(default_factory=list)
+    """Training dialogs, JSONL: {"messages": [{"role": ..., "content": ...}, ...]}."""
+    val_data: OptionalPaths = field(default_factory=list)
+    """Held-out dialogs for the validation answer loss."""
     out: Path = Path("runs/sft")
     """Run directory; model/ holds the result. Re-running resumes."""
     preset: str = "demo"

@@ -37,8 +37,8 @@ from llamaforge.data.jsonl import write_jsonl
 from llamaforge.generate import generate
 from llamaforge.model import Llama, RewardModel
 from llamaforge.rlhf import ppo
-from llamaforge.rlhf.ppo import (best_evaluation, early_stop, explained_variance, iteration_rows, kl_alert, standard_error,
-                                 stopping_reason)
+from llamaforge.rlhf.ppo_control import (best_evaluation, early_stop, explained_variance, iteration_rows, kl_alert,
+                                         standard_error, stopping_reason)
 from llamaforge.rlhf.rewards import piecewise_reward
 from llamaforge.rlhf.rollout import reward_model_fn, sequence_batch, token_logprobs
 from llamaforge.train.state import TRAINING_STATE, checkpoint_path

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import importlib.metadata
 import io
 import json
 import os
 import re
 import signal
 import sys
+import textwrap
 from pathlib import Path
 
 import tyro
@@ -198,20 +200,34 @@ def parse(args_type: type, argv: list[str], prog: str):
     return args
 
 
+def summary(entry) -> str:
+    """A command's one-line description: the first sentence of its arguments' docstring."""
+    if isinstance(entry, dict):
+        return "subcommands: " + ", ".join(entry)
+    text = " ".join((entry[0].__doc__ or "").split())
+    return text.split(". ")[0].rstrip(".") + "."
+
+
 def usage(table: dict, prog: str) -> str:
+    width = max(map(len, table)) + 2
     lines = [f"usage: {prog} <command> [--help]", "", "commands:"]
     for name, entry in table.items():
-        about = (entry[0].__doc__ or "").strip() if isinstance(entry, tuple) else "subcommands: " + ", ".join(entry)
-        lines.append(f"  {name:<12} {about}")
+        lines += textwrap.wrap(summary(entry), 100, initial_indent=f"  {name:<{width}}", subsequent_indent=" " * (width + 2),
+                               break_on_hyphens=False)
     return "\n".join(lines)
 
 
 def run(argv: list[str], table: dict = COMMANDS, prog: str = "llamaforge"):
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in table:
-        print(usage(table, prog), file=sys.stdout if not argv or argv[0] in ("-h", "--help") else sys.stderr)
-        if argv and argv[0] not in ("-h", "--help"):
-            raise UserError(f"unknown command '{argv[0]}'")
+    if argv and argv[0] == "--version" and table is COMMANDS:
+        print(f"llamaforge {importlib.metadata.version('llamaforge')}")
         return None
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(table, prog))
+        return None
+    if argv[0] not in table:
+        print(usage(table, prog), file=sys.stderr)
+        near = difflib.get_close_matches(argv[0], table, n=1, cutoff=0.7)
+        raise UserError(f"unknown command '{argv[0]}'" + (f" (did you mean {near[0]}?)" if near else ""))
     entry = table[argv[0]]
     if isinstance(entry, dict):
         return run(argv[1:], entry, f"{prog} {argv[0]}")

@@ -388,3 +388,20 @@ def test_usage_error_line_reads_tyro_boxes_drawn_plain_or_in_colour():
     assert usage_error_line(plain) == expected
     assert usage_error_line(boxed) == expected
     assert usage_error_line("") == "cannot parse the arguments"
+
+
+def test_version_and_a_mistyped_command(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"llamaforge {version('llamaforge')}\n"
+    assert main(["rejection_sampling"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == "error: unknown command 'rejection_sampling' (did you mean rejection-sampling?)"
+
+
+def test_the_command_list_gives_one_sentence_per_command_in_aligned_columns(capsys):
+    assert main(["--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    starts = [line.index("Sample K answers") for line in lines if line.startswith("  rejection-sampling")]
+    assert starts and all(line.index("Train a helpfulness") == starts[0] for line in lines if line.startswith("  reward "))
+    assert not any("seq_len" in line for line in lines)  # gatt's docstring goes on; its summary does not

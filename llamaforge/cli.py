@@ -160,14 +160,25 @@ def usage_error_line(text: str) -> str:
     return " ".join(lines[start:end]) or "cannot parse the arguments"
 
 
+def did_you_mean(word: str, known) -> str:
+    """"did you mean X? " for the known name nearest a mistyped one, or "" when none is near."""
+    near = difflib.get_close_matches(word, list(known), n=1, cutoff=0.7)
+    return f"did you mean {near[0]}? " if near else ""
+
+
 def unknown_flag_error(unknown: list[str], args_type: type, prog: str) -> UserError:
     """One line naming the first option `args_type` does not have, with the nearest known one."""
     flag = unknown[0].split("=", 1)[0]
-    known = ["--" + f.name.replace("_", "-") for f in dataclasses.fields(args_type)]
-    near = difflib.get_close_matches(flag, known, n=1, cutoff=0.7)
-    hint = f"did you mean {near[0]}? " if near else ""
+    hint = did_you_mean(flag, ("--" + f.name.replace("_", "-") for f in dataclasses.fields(args_type)))
     what = "unknown option" if flag.startswith("-") else "unexpected argument"
     return UserError(f"{prog}: {what} {flag} ({hint}see {prog} --help)")
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("llamaforge")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 def parse(args_type: type, argv: list[str], prog: str):
@@ -219,15 +230,14 @@ def usage(table: dict, prog: str) -> str:
 
 def run(argv: list[str], table: dict = COMMANDS, prog: str = "llamaforge"):
     if argv and argv[0] == "--version" and table is COMMANDS:
-        print(f"llamaforge {importlib.metadata.version('llamaforge')}")
+        print(f"llamaforge {version()}")
         return None
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(table, prog))
         return None
     if argv[0] not in table:
         print(usage(table, prog), file=sys.stderr)
-        near = difflib.get_close_matches(argv[0], table, n=1, cutoff=0.7)
-        raise UserError(f"unknown command '{argv[0]}'" + (f" (did you mean {near[0]}?)" if near else ""))
+        raise UserError(f"unknown command '{argv[0]}' ({did_you_mean(argv[0], table)}see {prog} --help)")
     entry = table[argv[0]]
     if isinstance(entry, dict):
         return run(argv[1:], entry, f"{prog} {argv[0]}")

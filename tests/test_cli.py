@@ -396,7 +396,8 @@ def test_version_and_a_mistyped_command(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"llamaforge {version('llamaforge')}\n"
     assert main(["rejection_sampling"]) == 1
-    assert capsys.readouterr().err.splitlines()[-1] == "error: unknown command 'rejection_sampling' (did you mean rejection-sampling?)"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: unknown command 'rejection_sampling' (did you mean rejection-sampling? see llamaforge --help)")
 
 
 def test_the_command_list_gives_one_sentence_per_command_in_aligned_columns(capsys):

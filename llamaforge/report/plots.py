@@ -28,7 +28,7 @@ def curves(panels: list[tuple[str, dict[str, list[tuple[float, float]]]]], xlabe
                 ax.plot(xs, ys, label=label, marker="." if len(points) < 30 else None)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and batches are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))  # whole numbers, few enough not to overlap
         if len(lines) > 1:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -45,6 +45,7 @@ def scatter(points: dict[str, tuple[float, float]], xlabel: str, ylabel: str, ti
         ax.scatter([x], [y])
         ax.annotate(", ".join(labels), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.xaxis.set_major_locator(MaxNLocator(5))  # close values would print their ticks on top of each other
+    ax.margins(x=0.25, y=0.15)  # room inside the axes for the labels of the outermost points
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

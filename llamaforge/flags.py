@@ -1,4 +1,5 @@
-"""Field types for the commands' path options, so that `--help` reads as the user types them.
+"""Field types for the commands' path (and data source) options, so that `--help` reads as the user
+types them.
 
 A command with presets cannot leave a required option without a default (the preset supplies every
 other field), so its required paths default to None or an empty list and its `main` names the
@@ -18,3 +19,4 @@ RequiredPath = Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavio
 RequiredPaths = Annotated[list[Path], tyro.conf.arg(metavar="PATH [PATH ...]", help_behavior_hint="(required)")]
 OptionalPath = Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(optional)")]
 OptionalPaths = Annotated[list[Path], tyro.conf.arg(metavar="PATH [PATH ...]", help_behavior_hint="(optional)")]
+OptionalSources = Annotated[list[str], tyro.conf.arg(metavar="SOURCE [SOURCE ...]", help_behavior_hint="(optional)")]

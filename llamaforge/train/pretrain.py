@@ -12,11 +12,10 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
-import tyro
 
 from llamaforge import carbon
 from llamaforge.config import MODEL_PRESETS
@@ -24,7 +23,7 @@ from llamaforge.data.text import read_documents
 from llamaforge.data.tokens import TOKENS_INFO, PackedSequences, file_sha256, load_tokens, tokenize_documents
 from llamaforge.device import DeviceName
 from llamaforge.errors import UserError
-from llamaforge.flags import OptionalPath
+from llamaforge.flags import OptionalPath, OptionalSources
 from llamaforge.model import Llama
 from llamaforge.tokenizer import Tokenizer, train_tokenizer
 from llamaforge.train.distributed import Distributed, distributed_run
@@ -39,9 +38,7 @@ class PretrainArgs(LoopConfig):
     """Run directory: checkpoints/, model/ (the result), metrics.jsonl, summary.json. Re-running resumes."""
     preset: str = "demo"
     """Defaults for every option: demo, smoke, llama2_7b_pretrain (flags override them)."""
-    data: Annotated[list[str], tyro.conf.arg(metavar="FILE [FILE ...]", help_behavior_hint="(optional)")] = field(
-        default_factory=list
-    )
+    data: OptionalSources = field(default_factory=list)
     """Text/JSONL/Parquet files or Hub dataset names; empty: the built-in world's corpus (written to
     OUT/data/world_corpus.jsonl)."""
     tokenizer: OptionalPath = None

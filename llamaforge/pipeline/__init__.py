@@ -50,7 +50,8 @@ def stages(preset: PipelinePreset, ablation: str = "none") -> list[Stage]:
 @dataclass
 class PipelineArgs:
     """Run the Llama 2 recipe end to end on the built-in world: world data, tokenizer, pretraining,
-    SFT, the reward models and the RLHF versions (rejection sampling, then PPO)."""
+    SFT, the reward models, the RLHF versions (rejection sampling, then PPO), Ghost Attention,
+    safety context distillation and the report."""
 
     out: Path = Path("runs/pipeline")
     """Run directory: one folder per stage, plus pipeline.json (settings) and summary.json."""

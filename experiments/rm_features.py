@@ -85,7 +85,8 @@ for name, path in (("held-out test", "reward/test_helpfulness/helpfulness/prefer
     gold_rejected = torch.tensor([world.utility(list(p.prompt), p.rejected, "helpfulness") for p in pairs])
     significant = torch.tensor([p.rating == "significantly_better" for p in pairs])
     decided = gold_chosen != gold_rejected
-    print(f"== {name}: {len(pairs)} pairs, {int(significant.sum())} significantly better, gold decides {int(decided.sum())}")
+    print(f"== {name}: {len(pairs)} pairs, {int(significant.sum())} significantly better, "
+          f"gold decides {int(decided.sum())}")
     print(f"{'gold':14s} all {percent((gold_chosen > gold_rejected) + 0.5 * decided.logical_not())} "
           f"sig {percent(((gold_chosen > gold_rejected) + 0.5 * decided.logical_not())[significant])} "
           f"annotators agree with gold {percent((gold_chosen > gold_rejected)[decided])}")

@@ -42,7 +42,8 @@ for spec in sys.argv[3:]:
         return loop_setup(*args, **kwargs, lr_scales={"head.": float(head_scale), "trunk.": float(trunk_scale)})
 
     llamaforge.model.RewardModel.__init__, llamaforge.train.loop.setup = reward_model_init, setup
-    data = [run / f"reward/batch_{b:02d}/{kind}/preferences.jsonl" for b in (0, 1) for kind in ("helpfulness", "safety")]
+    data = [run / f"reward/batch_{b:02d}/{kind}/preferences.jsonl"
+            for b in (0, 1) for kind in ("helpfulness", "safety")]
     args = dataclasses.replace(reward.demo_helpfulness(), kind="helpfulness", init=run / "sft/model", data=data,
                                out=out / spec.replace(":", "_"), seed=0)
     reward.main(args)

@@ -223,8 +223,8 @@ def usage(table: dict, prog: str) -> str:
     width = max(map(len, table)) + 2
     lines = [f"usage: {prog} <command> [--help]", "", "commands:"]
     for name, entry in table.items():
-        lines += textwrap.wrap(summary(entry), 100, initial_indent=f"  {name:<{width}}", subsequent_indent=" " * (width + 2),
-                               break_on_hyphens=False)
+        lines += textwrap.wrap(summary(entry), 100, initial_indent=f"  {name:<{width}}",
+                               subsequent_indent=" " * (width + 2), break_on_hyphens=False)
     return "\n".join(lines)
 
 

@@ -54,6 +54,15 @@ COMMANDS = {
 }
 
 
+def flag(name: str) -> str:
+    """The command-line flag of an argument field: max_new_tokens -> --max-new-tokens."""
+    return "--" + name.replace("_", "-")
+
+
+def is_positional(field: dataclasses.Field) -> bool:
+    return "Positional" in str(field.type)
+
+
 def config_file_flags(path: Path, args_type: type) -> list[str]:
     """Command-line flags equivalent to a YAML/JSON config file's keys."""
     if not path.is_file():
@@ -70,13 +79,12 @@ def config_file_flags(path: Path, args_type: type) -> list[str]:
         name = key.replace("-", "_")
         if name not in fields:
             raise UserError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(fields))})")
-        flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
-            flags.append(flag if value else "--no-" + name.replace("_", "-"))
+            flags.append(flag(name) if value else "--no-" + name.replace("_", "-"))
         elif isinstance(value, list):
-            flags += [flag, *map(str, value)]
+            flags += [flag(name), *map(str, value)]
         elif value is not None:
-            flags += [flag, str(value)]
+            flags += [flag(name), str(value)]
     return flags
 
 
@@ -117,15 +125,15 @@ def check_bounds(args) -> None:
         value = getattr(args, name, None)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
-        flag = "--" + name.replace("_", "-")
+        option = flag(name)
         if name in AT_LEAST_ONE and value < 1:
-            raise UserError(f"{flag} {value}: must be at least 1")
+            raise UserError(f"{option} {value}: must be at least 1")
         if name in NOT_NEGATIVE and value < 0:
-            raise UserError(f"{flag} {value}: must not be negative")
+            raise UserError(f"{option} {value}: must not be negative")
         if name in UP_TO_ONE and not 0 < value <= 1:
-            raise UserError(f"{flag} {value}: must be in (0, 1]")
+            raise UserError(f"{option} {value}: must be in (0, 1]")
         if name in UNIT_INTERVAL and not 0 <= value <= 1:
-            raise UserError(f"{flag} {value}: must be in [0, 1]")
+            raise UserError(f"{option} {value}: must be in [0, 1]")
     out = getattr(args, "out", None)
     if isinstance(out, Path) and out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file; expected a directory")
@@ -136,15 +144,15 @@ def missing_flags(args_type: type, argv: list[str]) -> list[str]:
     named in one line by `parse`, as every command names its other bad input."""
     given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
     required = [f for f in dataclasses.fields(args_type) if f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING and "Positional" not in str(f.type)]
-    return [flag for flag in ("--" + f.name.replace("_", "-") for f in required) if flag not in given]
+                and f.default_factory is dataclasses.MISSING and not is_positional(f)]
+    return [flag(f.name) for f in required if flag(f.name) not in given]
 
 
 def missing_positionals(args_type: type, argv: list[str]) -> list[str]:
     """The positional arguments of `args_type` (named as --help shows them) that `argv` cannot hold:
     fewer words not starting with '-' than positionals. A lower bound (a flag's value is a word
     too), enough for the common case of a command typed without its directory."""
-    names = [f.name.upper() for f in dataclasses.fields(args_type) if "Positional" in str(f.type)]
+    names = [f.name.upper() for f in dataclasses.fields(args_type) if is_positional(f)]
     words = [arg for arg in argv if not arg.startswith("-")]
     return names[len(words):]
 
@@ -168,10 +176,10 @@ def did_you_mean(word: str, known) -> str:
 
 def unknown_flag_error(unknown: list[str], args_type: type, prog: str) -> UserError:
     """One line naming the first option `args_type` does not have, with the nearest known one."""
-    flag = unknown[0].split("=", 1)[0]
-    hint = did_you_mean(flag, ("--" + f.name.replace("_", "-") for f in dataclasses.fields(args_type)))
-    what = "unknown option" if flag.startswith("-") else "unexpected argument"
-    return UserError(f"{prog}: {what} {flag} ({hint}see {prog} --help)")
+    given = unknown[0].split("=", 1)[0]
+    hint = did_you_mean(given, (flag(f.name) for f in dataclasses.fields(args_type)))
+    what = "unknown option" if given.startswith("-") else "unexpected argument"
+    return UserError(f"{prog}: {what} {given} ({hint}see {prog} --help)")
 
 
 def version() -> str:
